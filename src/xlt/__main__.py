@@ -1,0 +1,7 @@
+"""``python -m xlt`` runs the command line."""
+
+import sys
+
+from xlt.cli import main
+
+sys.exit(main())
