@@ -240,3 +240,36 @@ def test_bad_bactrian_items(tmp_path):
                          "zh": []}, ["en", "zh"])
     with pytest.raises(DataError, match="records but"):
         afp.align_by_id({"en": [{"id": "a", "instruction": "x"}], "zh": []}, ["en", "zh"])
+
+
+def test_world_layout_inputs(tmp_path):
+    """TaskExample / ParallelPair files (a synthetic world's layout) as generator input."""
+    from xlt.afp.cli import data_afp_command
+    from xlt.formats import ParallelPair, TaskExample, write_jsonl
+
+    examples = [TaskExample(lang=lang, prompt=f"{lang} sentence {i} qw ?", completion=f" {lang}-answer{i}")
+                for lang in ("qaa", "qab") for i in range(6)]
+    write_jsonl(tmp_path / "dev.jsonl", examples)
+    (tmp_path / "world.json").write_text(json.dumps({"languages": [{"code": "qaa", "name": "Alpha"},
+                                                                   {"code": "qab", "name": "Beta"}]}))
+    assert data_afp_command(["--task-file", str(tmp_path / "dev.jsonl"), "-l", "qaa", "qab", "-r", "2",
+                             "--language-names", str(tmp_path / "world.json"), "-o", str(tmp_path / "o")],
+                            "xlt data afp") == 0
+    records = [json.loads(x) for x in (tmp_path / "o" / "AFP.qaa_qab.X0.5.R2.0.json").read_text().splitlines()]
+    assert len(records) == 13
+    for r in records:
+        i = int(re.search(r"sentence (\d+)", r["clm_text"]).group(1))
+        tgt = "qaa" if "Answer in Alpha: " in r["clm_text"] else "qab"
+        assert r["clm_text"].endswith(f"Answer in {'Alpha' if tgt == 'qaa' else 'Beta'}: {tgt}-answer{i}")
+        assert r["sent0"].startswith("qaa ") and r["sent1"] == r["sent0"].replace("qaa", "qab")
+    write_jsonl(tmp_path / "par.jsonl", [ParallelPair("qaa", "qab", f"a{i}", f"b{i}") for i in range(4)])
+    assert data_afp_command(["-m", "translation", "--parallel-file", str(tmp_path / "par.jsonl"), "-l", "qab",
+                             "qaa", "--language-names", str(tmp_path / "world.json"), "-o", str(tmp_path / "o")],
+                            "xlt data afp") == 0
+    lines = (tmp_path / "o" / "AFP.qab-qaa-trans.C0.5.R1.0.json").read_text().splitlines()
+    assert len(lines) == 5 and all(json.loads(x)["sent0"][0] in "ab" for x in lines)
+    uneven = tmp_path / "uneven.jsonl"
+    write_jsonl(uneven, examples[:-1])
+    with pytest.raises(DataError, match="same number of items"):
+        data_afp_command(["--task-file", str(uneven), "-l", "qaa", "qab", "--language-name", "qaa=A",
+                          "--language-name", "qab=B", "-o", str(tmp_path / "u")], "xlt data afp")

@@ -43,9 +43,16 @@ def build_parser(prog: str) -> ArgumentParser:
                         help="directory of Bactrian-X files LANG.json (a JSON array; .json.gz too)")
     parser.add_argument("-t", "--translation-file", default=None,
                         help="translation mode: UTF-8 TSV, column 0 in languages[0], column 1 in languages[1]")
+    parser.add_argument("--task-file", default=None,
+                        help="instead of --bactrian-dir: TaskExample JSON Lines holding the same items "
+                             "in every language (e.g. a synthetic world's tasks/<task>/dev.jsonl)")
+    parser.add_argument("--parallel-file", default=None,
+                        help="instead of --translation-file: ParallelPair JSON Lines (either direction)")
     parser.add_argument("-o", "--output-dir", required=True)
     parser.add_argument("--language-name", action="append", default=[], metavar="CODE=NAME",
                         help="English name used in the prompt for a code (repeatable), e.g. qab=Bolish")
+    parser.add_argument("--language-names", default=None, metavar="FILE.json",
+                        help="names from a JSON file: {code: name}, or a synthetic world's world.json")
     parser.add_argument("--exact-count", action="store_true",
                         help="fix a reference quirk: write int(R*N) records, not int(R*N)+1")
     parser.add_argument("--jsonl", action="store_true",
@@ -62,6 +69,20 @@ def parse_language_names(values: list[str]) -> dict[str, str]:
             raise ConfigError(f"--language-name expects CODE=NAME, got {value!r}")
         names[code.strip()] = name.strip()
     return names
+
+
+def read_language_names(path: Path) -> dict[str, str]:
+    from xlt.io import read_json
+
+    data = read_json(path)
+    if isinstance(data, dict) and isinstance(data.get("languages"), list):
+        try:
+            return {str(lang["code"]): str(lang["name"]) for lang in data["languages"]}
+        except (KeyError, TypeError):
+            raise ConfigError(f"{path}: every entry of 'languages' needs 'code' and 'name'") from None
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        return {str(k): v for k, v in data.items()}
+    raise ConfigError(f"{path}: expected {{code: name}} or a world.json with 'languages'")
 
 
 def bactrian_path(directory: Path, lang: str) -> Path:
@@ -125,7 +146,8 @@ def data_afp_command(argv: list[str], prog: str) -> int:
                              cross_probability=args.cross_probability,
                              change_probability=args.change_probability, repeat=args.repeat,
                              seed=args.seed, exact_count=args.exact_count)
-    names = parse_language_names(args.language_name)
+    names = read_language_names(Path(args.language_names)) if args.language_names else {}
+    names.update(parse_language_names(args.language_name))
     for lang in options.languages:
         afp.language_name(lang, names)
     out = Path(args.output_dir) / afp.output_name(options, suffix=".jsonl" if args.jsonl else ".json")
@@ -133,22 +155,36 @@ def data_afp_command(argv: list[str], prog: str) -> int:
     started = time.perf_counter()
 
     if options.mode == "translation":
-        if args.translation_file is None:
-            raise ConfigError("--mode translation needs --translation-file")
-        pairs = read_translation_file(Path(args.translation_file))
+        if args.parallel_file is not None:
+            from xlt.formats import read_parallel_pairs
+
+            pairs = afp.translation_pairs_from_parallel(read_parallel_pairs(args.parallel_file),
+                                                        *options.languages)
+            if not pairs:
+                raise DataError(f"no {options.languages[0]}-{options.languages[1]} pairs", path=args.parallel_file)
+        elif args.translation_file is not None:
+            pairs = read_translation_file(Path(args.translation_file))
+        else:
+            raise ConfigError("--mode translation needs --translation-file or --parallel-file")
         plan = afp.plan_translation(len(pairs), options)
         lines = afp.render_translation(plan, pairs, options, names)
     else:
-        if args.bactrian_dir is None:
-            raise ConfigError(f"--mode {options.mode} needs --bactrian-dir")
-        directory = Path(args.bactrian_dir)
-        if not directory.is_dir():
-            raise DataError("no such directory", path=directory)
         data, sources = {}, {}
-        for lang in options.languages:
-            path = bactrian_path(directory, lang)
-            sources[lang] = str(path)
-            data[lang] = read_bactrian_file(path)
+        if args.task_file is not None:
+            from xlt.formats import read_task_examples
+
+            data = afp.bactrian_from_examples(read_task_examples(args.task_file), options.languages,
+                                              source=args.task_file)
+        elif args.bactrian_dir is not None:
+            directory = Path(args.bactrian_dir)
+            if not directory.is_dir():
+                raise DataError("no such directory", path=directory)
+            for lang in options.languages:
+                path = bactrian_path(directory, lang)
+                sources[lang] = str(path)
+                data[lang] = read_bactrian_file(path)
+        else:
+            raise ConfigError(f"--mode {options.mode} needs --bactrian-dir or --task-file")
         data = afp.align_by_id(data, options.languages, sources=sources)
         plan = (afp.plan_bilingual if options.mode == "bilingual" else afp.plan_crosslingual)(data, options)
         lines = afp.render_bilingual(plan, data, options, names)

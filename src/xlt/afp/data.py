@@ -167,6 +167,40 @@ def align_by_id(data: Mapping[str, list[dict]], languages: Sequence[str], *,
     return aligned
 
 
+def bactrian_from_examples(examples: Iterable, languages: Sequence[str], *,
+                           source: str = "<examples>") -> dict[str, list[dict]]:
+    """Lay out :class:`~xlt.formats.TaskExample` records as Bactrian-X (one list per language).
+
+    The k-th example of each language becomes item ``"item-%07d" % k`` with the prompt as
+    instruction, an empty input and the completion (stripped) as output, so the files must
+    hold the same items in the same order in every language (as a synthetic world's dev/test
+    splits do). Unequal counts are a :class:`DataError`.
+    """
+    rows: dict[str, list[dict]] = {lang: [] for lang in languages}
+    for example in examples:
+        if example.lang in rows:
+            k = len(rows[example.lang])
+            rows[example.lang].append({"instruction": example.prompt, "input": "", "id": "item-%07d" % k,
+                                       "output": example.completion.strip()})
+    counts = {lang: len(r) for lang, r in rows.items()}
+    if len(set(counts.values())) != 1 or not next(iter(counts.values())):
+        raise DataError("task examples must hold the same number of items in every language, in the "
+                        f"same order (got {', '.join(f'{k} {v}' for k, v in counts.items())})", path=source)
+    return rows
+
+
+def translation_pairs_from_parallel(pairs: Iterable, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]:
+    """(src_lang text, tgt_lang text) of :class:`~xlt.formats.ParallelPair` records in either
+    direction between the two languages, in file order."""
+    out = []
+    for pair in pairs:
+        if (pair.src_lang, pair.tgt_lang) == (src_lang, tgt_lang):
+            out.append((pair.src, pair.tgt))
+        elif (pair.src_lang, pair.tgt_lang) == (tgt_lang, src_lang):
+            out.append((pair.tgt, pair.src))
+    return out
+
+
 def _id_key(row: dict) -> str:
     return row["id"]
 
