@@ -131,20 +131,20 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
             width = max(len(r) for r in rows)
             input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
+            scored = torch.zeros((len(rows), width - 1), dtype=torch.bool)  # position t predicts t+1
             for r, ids in enumerate(rows):
                 input_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
                 mask[r, :len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                scored[r, starts[r] - 1:len(ids) - 1] = True
+            input_ids, mask, scored = input_ids.to(device), mask.to(device), scored.to(device)
+            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
+            target = input_ids[:, 1:]
+            token_logp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+            # float64 sum: the total of a long text then does not depend on the padded width
+            totals = torch.where(scored, token_logp, torch.zeros_like(token_logp)).double().sum(-1).tolist()
+            greedy = ((logits.argmax(-1) == target) | ~scored).all(-1).tolist()
             for r, i in enumerate(batch):
-                length, start = len(rows[r]), starts[r]
-                if start >= length:  # nothing to score
-                    results[i] = (0.0, True)
-                    continue
-                logp = torch.log_softmax(logits[r, start - 1:length - 1].float(), dim=-1)
-                target = input_ids[r, start:length].to(logp.device)
-                total = logp.gather(-1, target.unsqueeze(-1)).sum().item()
-                greedy = bool((logp.argmax(-1) == target).all().item())
-                results[i] = (total, greedy)
+                results[i] = (totals[r], bool(greedy[r]))
     return results  # type: ignore[return-value]
 
 
