@@ -11,11 +11,13 @@ from xlt.synth.config import LABEL_WORDS, WORD_ORDERS, WorldConfig
 _DEFAULT = WorldConfig()
 
 
-def _int_list(text: str) -> tuple[str, ...]:
+def _word_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _float_list(name: str, text: str) -> tuple[float, ...]:
+    if text.strip() == "equal":
+        return ()
     values = []
     for part in text.split(","):
         part = part.strip()
@@ -52,9 +54,9 @@ def build_parser(prog: str) -> ArgumentParser:
                         help="share of negated events")
     parser.add_argument("--corpus-lines", type=int, default=d.corpus_lines,
                         help="monolingual corpus lines over all languages")
-    parser.add_argument("--corpus-shares", default="", metavar="SHARES",
-                        help="comma-separated relative corpus share per language, e.g. 0.9,0.1 "
-                             "(default: equal)")
+    parser.add_argument("--corpus-shares", default="equal", metavar="SHARES",
+                        help="comma-separated relative corpus share per language, e.g. 0.9,0.1, "
+                             "or 'equal'")
     parser.add_argument("--question-share", type=float, default=d.question_share,
                         help="share of corpus lines that are task prompts without an answer")
     for name, what in (("task-train", "task training"), ("task-dev", "task dev"),
@@ -71,7 +73,7 @@ def build_parser(prog: str) -> ArgumentParser:
 
 def config_from_args(args) -> WorldConfig:
     return WorldConfig(
-        seed=args.seed, languages=args.languages, word_orders=_int_list(args.word_orders),
+        seed=args.seed, languages=args.languages, word_orders=_word_list(args.word_orders),
         anchor_share=args.anchor_share, label_words=args.label_words,
         negation_share=args.negation_share, corpus_lines=args.corpus_lines,
         corpus_shares=_float_list("corpus_shares", args.corpus_shares),
