@@ -28,7 +28,7 @@ TYPOLOGY = {
 ROLES = ("agent", "patient", "place")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Meaning:
     """One event of the shared meaning space (concept ids from :mod:`xlt.synth.lexicon`).
 
