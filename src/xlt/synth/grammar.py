@@ -9,8 +9,10 @@ numerals stand, where the determiner goes, and prepositions or postpositions.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: The typology that goes with each basic word order: (adjective side, determiner side,
 #: adposition kind). Head-initial orders put modifiers after the noun except SVO (English-like);
@@ -157,56 +159,123 @@ def numeral_concept(count: int) -> str:
 
 @dataclass(frozen=True)
 class MeaningSpace:
-    """The concepts meanings are drawn from, grouped by role."""
+    """The concepts meanings are drawn from, and how often each is drawn.
+
+    Concepts of each kind have Zipf-like frequencies (weight ``1 / rank**0.8`` over a seeded
+    ranking), and verbs, adjectives and places have selectional preferences
+    (:data:`~xlt.synth.lexicon.VERB_FRAMES` ...): a preferred kind is ``preference`` times as
+    likely. Every language shares this distribution, so each word has a co-occurrence profile
+    that matches its translations' -- as in real languages, and unlike uniform sampling, under
+    which all verbs would be distributionally indistinguishable.
+    """
 
     entities: tuple[str, ...]
     good_verbs: tuple[str, ...]
     bad_verbs: tuple[str, ...]
     adjectives: tuple[str, ...]
     places: tuple[str, ...]
+    weights: dict            # concept id -> Zipf weight
+    frames: dict             # verb id -> (agent kind, patient kind); adjective id -> noun kind
+    place_relation: dict     # place id -> preferred relation id
     relations: tuple[str, ...] = ("rel:in", "rel:near")
     adjective_rate: float = 0.3
     numeral_rate: float = 0.25
     place_rate: float = 0.6
+    preference: float = 4.0
+    zipf_exponent: float = 0.8
+    _tables: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_concepts(cls, concepts) -> "MeaningSpace":
+    def from_concepts(cls, concepts, seed: int = 0) -> "MeaningSpace":
+        from xlt.synth.lexicon import ADJECTIVE_PREFERENCE, PLACE_RELATION, VERB_FRAMES
+
         by_kind = lambda *kinds: tuple(c.id for c in concepts.values() if c.kind in kinds)  # noqa: E731
         verbs = [c for c in concepts.values() if c.kind == "verb"]
+        rng = random.Random(f"{seed}:frequencies")
+        weights = {}
+        for group in (by_kind("name", "person", "animal"), by_kind("verb"), by_kind("adjective"),
+                      by_kind("place")):
+            ranked = list(group)
+            rng.shuffle(ranked)
+            for rank, cid in enumerate(ranked, 1):
+                weights[cid] = 1.0 / rank ** cls.zipf_exponent
+        frames = {f"verb:{v}": kinds for v, kinds in VERB_FRAMES.items()}
+        frames.update({f"adjective:{a}": kind for a, kind in ADJECTIVE_PREFERENCE.items()})
         return cls(entities=by_kind("name", "person", "animal"),
                    good_verbs=tuple(c.id for c in verbs if c.polarity == "good"),
                    bad_verbs=tuple(c.id for c in verbs if c.polarity == "bad"),
-                   adjectives=by_kind("adjective"), places=by_kind("place"))
+                   adjectives=by_kind("adjective"), places=by_kind("place"), weights=weights,
+                   frames=frames,
+                   place_relation={f"place:{p}": f"rel:{r}" for p, r in PLACE_RELATION.items()})
+
+    @staticmethod
+    def entity_kind(cid: str) -> str:
+        return "animal" if cid.startswith("animal:") else "person"
+
+    def _pick(self, rng: random.Random, key, options, prefer=None) -> str:
+        """A weighted choice: Zipf weight, times ``preference`` where ``prefer(option)``.
+        The cumulative weights of each ``key`` are computed once."""
+        table = self._tables.get(key)
+        if table is None:
+            options = tuple(options() if callable(options) else options)
+            cumulative = list(itertools.accumulate(
+                self.weights.get(o, 1.0) * (self.preference if prefer and prefer(o) else 1.0)
+                for o in options))
+            table = self._tables[key] = (options, cumulative, cumulative[-1], len(options) - 1)
+        options, cumulative, total, last = table
+        return options[bisect.bisect(cumulative, rng.random() * total, 0, last)]
+
+    def _entity(self, rng: random.Random, kind: str, exclude: str | None = None) -> str:
+        return self._pick(rng, ("entity", kind, exclude),
+                          lambda: [e for e in self.entities if e != exclude],
+                          None if kind == "any" else (lambda e: self.entity_kind(e) == kind))
+
+    def _adjective(self, rng: random.Random, noun: str) -> str:
+        kind = self.entity_kind(noun)
+        return self._pick(rng, ("adjective", kind), self.adjectives,
+                          lambda a: self.frames.get(a) in (kind, "any"))
 
     def sample(self, rng: random.Random, *, negation_share: float, good: bool | None = None,
                with_place: bool | None = None) -> Meaning:
         """Draw one meaning; ``good`` fixes the polarity label (verb polarity XOR negation),
         ``with_place`` whether a place is mentioned."""
-        agent = rng.choice(self.entities)
-        patient = rng.choice(self.entities)
-        while patient == agent:
-            patient = rng.choice(self.entities)
         negated = rng.random() < negation_share
         if good is None:
-            verb = rng.choice(self.good_verbs + self.bad_verbs)
+            verb = self._pick(rng, ("verb", None), self.good_verbs + self.bad_verbs)
         else:
             verb_good = good != negated
-            verb = rng.choice(self.good_verbs if verb_good else self.bad_verbs)
+            verb = self._pick(rng, ("verb", verb_good), self.good_verbs if verb_good else self.bad_verbs)
+        agent_kind, patient_kind = self.frames.get(verb, ("any", "any"))
+        agent = self._entity(rng, agent_kind)
+        patient = self._entity(rng, patient_kind, exclude=agent)
         agent_adj = patient_adj = None
         count = 1
         if not agent.startswith("name:") and rng.random() < self.adjective_rate:
-            agent_adj = rng.choice(self.adjectives)
+            agent_adj = self._adjective(rng, agent)
         if not patient.startswith("name:"):
             if rng.random() < self.adjective_rate:
-                patient_adj = rng.choice(self.adjectives)
+                patient_adj = self._adjective(rng, patient)
             if rng.random() < self.numeral_rate:
                 count = rng.randint(2, 9)
         if with_place is None:
             with_place = rng.random() < self.place_rate
         relation = place = None
         if with_place:
-            relation = rng.choice(self.relations)
-            place = rng.choice(self.places)
+            place = self._pick(rng, ("place",), self.places)
+            preferred = self.place_relation.get(place)
+            relation = self._pick(rng, ("relation", place), self.relations, lambda r: r == preferred)
         return Meaning(agent=agent, verb=verb, patient=patient, agent_adjective=agent_adj,
                        patient_adjective=patient_adj, count=count, relation=relation,
                        place=place, negated=negated)
+
+    def describe(self) -> dict:
+        """The distribution, for world.json."""
+        return {"zipf_exponent": self.zipf_exponent, "preference": self.preference,
+                "adjective_rate": self.adjective_rate, "numeral_rate": self.numeral_rate,
+                "place_rate": self.place_rate,
+                "weights": {k: round(v, 6) for k, v in self.weights.items()},
+                "verb_frames": {k: {"agent": v[0], "patient": v[1]} for k, v in self.frames.items()
+                                if k.startswith("verb:")},
+                "adjective_preferences": {k: v for k, v in self.frames.items()
+                                          if k.startswith("adjective:")},
+                "place_relations": dict(self.place_relation)}

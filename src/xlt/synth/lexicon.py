@@ -27,6 +27,23 @@ ADJECTIVES = ("big", "small", "old", "young", "happy", "angry", "clever", "tired
 PLACES = ("river", "forest", "market", "village", "field", "house", "garden", "hill")
 NUMERALS = ("two", "three", "four", "five", "six", "seven", "eight", "nine")
 
+#: Selectional preferences shared by every language: which kind of agent and patient each verb
+#: prefers ("person" covers names), which kind of noun each adjective prefers, which relation
+#: each place prefers. They give every concept its own co-occurrence profile, the structure a
+#: model can use to align languages from monolingual text alone.
+VERB_FRAMES = {
+    "help": ("person", "any"), "feed": ("person", "animal"), "heal": ("person", "any"),
+    "praise": ("person", "person"), "protect": ("any", "person"), "rescue": ("person", "animal"),
+    "comfort": ("any", "person"), "thank": ("person", "person"),
+    "bite": ("animal", "any"), "rob": ("person", "person"), "hit": ("person", "any"),
+    "chase": ("animal", "animal"), "insult": ("person", "person"), "trick": ("animal", "person"),
+    "scare": ("animal", "any"), "push": ("any", "animal"),
+}
+ADJECTIVE_PREFERENCE = {"big": "animal", "small": "animal", "old": "person", "young": "person",
+                        "happy": "any", "angry": "any", "clever": "person", "tired": "animal"}
+PLACE_RELATION = {"river": "near", "forest": "in", "market": "in", "village": "in",
+                  "field": "in", "house": "in", "garden": "in", "hill": "near"}
+
 #: Function concepts: grammar words and task-prompt words, always language-specific.
 FUNCTION_WORDS = {
     "fn:the": "definite determiner",

@@ -36,6 +36,7 @@ class World:
     translation: dict[str, list[Meaning]]
     parallel_train: list[Meaning]
     corpus: dict[str, list[str]]
+    space: MeaningSpace | None = None
     _by_code: dict[str, Language] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -148,6 +149,7 @@ class World:
             "anchors": list(self.anchors),
             "concepts": {cid: c.to_dict() for cid, c in self.concepts.items()},
             "lexicon": {lang.code: dict(lang.lexicon) for lang in self.languages},
+            "meaning_distribution": self.space.describe() if self.space is not None else None,
             "tasks": {
                 task: dict(TASK_INFO[task], **({
                     "labels": list(LABELS),
@@ -287,7 +289,7 @@ def generate_world(config: WorldConfig | None = None) -> World:
     concepts = build_concepts()
     anchors = choose_anchors(concepts, config.anchor_share, config.seed)
     languages = build_languages(config, concepts, anchors)
-    space = MeaningSpace.from_concepts(concepts)
+    space = MeaningSpace.from_concepts(concepts, config.seed)
 
     held_out: set[Meaning] = set()
     task_items = {"test": _draw_task_split(space, config, "test", config.task_test, held_out),
@@ -306,4 +308,4 @@ def generate_world(config: WorldConfig | None = None) -> World:
               for lang in languages}
     return World(config=config, concepts=concepts, anchors=anchors, languages=languages,
                  task_items=task_items, translation=translation, parallel_train=parallel_train,
-                 corpus=corpus)
+                 corpus=corpus, space=space)
