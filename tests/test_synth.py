@@ -437,3 +437,25 @@ def test_cli_help_lists_every_knob_with_defaults(xlt_cli):
                  "--translation-train", "--parallel-train", "--vocab-size", "--overwrite"):
         assert flag in result.stdout
     assert "default: 0.25" in result.stdout
+
+
+def test_meaning_distribution_has_selectional_preferences(world_dir, parser, info):
+    """Verbs prefer agents of one kind in every language (so words have distinct contexts)."""
+    frames = info["meaning_distribution"]["verb_frames"]
+    for code in ("qaa", "qac"):
+        agents = {"animal": Counter(), "person": Counter()}
+        for line in lines(world_dir / "corpus" / f"{code}.txt"):
+            ids = parser.concepts_of(code, line)
+            verb = next(c for c in ids if parser.kind(c) == "verb")
+            preferred = frames[verb]["agent"]
+            if preferred == "any":
+                continue
+            entities = [c for c in ids if parser.kind(c) in ("person", "animal", "name")]
+            # the agent is the first entity in S-before-O orders (qaa SVO, qac SOV)
+            kind = "animal" if parser.kind(entities[0]) == "animal" else "person"
+            agents[preferred][kind] += 1
+        # uniform sampling would give animals 1/3 and people 2/3 of the agents
+        animal = agents["animal"]
+        person = agents["person"]
+        assert animal["animal"] / sum(animal.values()) > 0.5
+        assert person["person"] / sum(person.values()) > 0.8
