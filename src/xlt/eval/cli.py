@@ -150,8 +150,10 @@ def build_icl_parser(prog: str) -> ArgumentParser:
                         help="demonstration seeds (0-shot runs use the first only)")
     parser.add_argument("--scoring", choices=("afp", "lm-eval"), default=None,
                         help="default: afp for templates, lm-eval for MultipleChoiceItem files")
-    parser.add_argument("--target-delimiter", default=" ",
-                        help="choice files: text between context and choice (lm-eval's target_delimiter)")
+    parser.add_argument("--target-delimiter", default="auto",
+                        help="choice files: text between context and choice; 'auto' is a space unless "
+                             "the context ends or the choice starts with whitespace; ' ' is "
+                             "lm-eval's target_delimiter exactly")
     parser.add_argument("--fewshot-delimiter", default="\n\n",
                         help="choice files: text between demonstrations (lm-eval's fewshot_delimiter)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N items per language")
