@@ -92,6 +92,16 @@ def test_encode_lm_eval_rules(bpe_tokenizer):
     assert ctx[:2] != [tok.bos_token_id, tok.bos_token_id]
 
 
+def test_batch_encoding_equals_one_at_a_time(bpe_tokenizer):
+    from xlt.eval.scoring import encode_request, encode_requests
+
+    pairs = [("The cat ", "sat."), ("", " Yes"), ("", "<s> No"), ("<s>Hello", " world"), ("A\n\n", "B"),
+             ("The cat ", "ran."), ("x", "")]
+    for rule in ("afp", "lm-eval"):
+        assert encode_requests(bpe_tokenizer, pairs, rule) == [encode_request(bpe_tokenizer, c, k, rule)
+                                                               for c, k in pairs]
+
+
 def test_lm_eval_loglikelihood_matches_manual_forward(llama):
     import torch
 

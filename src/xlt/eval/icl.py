@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from xlt.errors import ConfigError, DataError
-from xlt.eval.scoring import LN2, encode_request, model_max_length, score_encoded
+from xlt.eval.scoring import LN2, encode_requests, model_max_length, score_encoded
 
 #: "auto": a space between context and choice unless one of them already has whitespace there
 #: (a synthetic world's choices start with a space); " " is lm-evaluation-harness's default.
@@ -166,11 +166,7 @@ def score_items(model, tokenizer, items: Sequence[PreparedItem], *, scoring: str
     """Score every choice of every item; ``batch_size`` sequences per forward pass."""
     if scoring not in ("afp", "lm-eval"):
         raise ConfigError(f"unknown scoring rule {scoring!r} (expected afp or lm-eval)")
-    encoded, owners = [], []
-    for n, item in enumerate(items):
-        for context, continuation in item.requests:
-            encoded.append(encode_request(tokenizer, context, continuation, scoring))
-            owners.append(n)
+    encoded = encode_requests(tokenizer, [pair for item in items for pair in item.requests], scoring)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = score_encoded(model, encoded, batch_size=batch_size, pad_token_id=pad,
                            max_length=model_max_length(model, tokenizer), progress=progress)
