@@ -13,7 +13,7 @@ from typing import Any
 
 from xlt.config import ArgumentParser
 from xlt.errors import ConfigError, DataError
-from xlt.io import check_output, write_json
+from xlt.io import write_json
 
 ICL_DESCRIPTION = """\
 Multiple-choice in-context evaluation of a causal LM in several languages. --task is a built-in
@@ -54,9 +54,12 @@ def load_model_and_tokenizer(args):
 
 
 def _check_outputs(paths: list[str | None], overwrite: bool) -> None:
+    """Fail before any work if an output exists (directories are made only when writing)."""
+    from xlt.errors import OutputExistsError
+
     for path in paths:
-        if path:
-            check_output(path, overwrite)
+        if path and Path(path).exists() and not overwrite:
+            raise OutputExistsError(path)
 
 
 def _write_samples(path: str, rows: list[dict], overwrite: bool) -> None:
