@@ -10,11 +10,11 @@ from xlt.lslo.config import (CAUSAL_TARGET_MODULES, M2M100_TARGET_MODULES, PAPER
 from xlt.lslo.layer import LSLoLinear, LSLoRoute
 from xlt.lslo.model import (LSLoModel, apply_lslo, is_lslo_dir, load_lslo, merge_direction,
                             read_lslo_metadata)
-from xlt.lslo.pruning import (PruningSchedule, make_pruning_permanent, plot_pruning_report,
+from xlt.lslo.pruning import (PruningSchedule, make_pruning_permanent, plot_pruning_report, pool_sizes,
                               prune_step, pruning_ratio, pruning_report)
 
 __all__ = ["CAUSAL_TARGET_MODULES", "M2M100_TARGET_MODULES", "PAPER_TIER_RANKS", "LSLoConfig",
            "default_directions", "LSLoLinear", "LSLoRoute", "LSLoModel", "apply_lslo", "is_lslo_dir",
            "load_lslo", "merge_direction", "read_lslo_metadata", "PruningSchedule",
-           "make_pruning_permanent", "plot_pruning_report", "prune_step", "pruning_ratio",
+           "make_pruning_permanent", "plot_pruning_report", "pool_sizes", "prune_step", "pruning_ratio",
            "pruning_report"]

@@ -63,6 +63,13 @@ def _pools(model, pool: str) -> dict[Any, list[tuple[Any, slice]]]:
     return pools
 
 
+def pool_sizes(model, pool: str = "language") -> dict[str, int]:
+    """``{pool key: number of B entries}`` (keys: language names, or ``"encoder/K"``)."""
+    return {("/".join(map(str, key)) if isinstance(key, tuple) else str(key)):
+            sum(layer.lora_b[rows].numel() for layer, rows in members)
+            for key, members in _pools(model, pool).items()}
+
+
 @torch.no_grad()
 def prune_step(model, ratio: float, pool: str = "language") -> dict[str, int]:
     """Set the B masks of ``model`` so that ``round(ratio * N)`` entries of every pool are masked.
