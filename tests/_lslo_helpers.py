@@ -92,3 +92,49 @@ def seq2seq_inputs():
 def summary(logits: torch.Tensor) -> dict:
     return {"sums": logits.sum(dim=(1, 2)).tolist(), "abs": logits.abs().sum(dim=(1, 2)).tolist(),
             "last4": logits[:, -1, :4].tolist(), "argmax": logits[:, -1].argmax(-1).tolist()}
+
+
+# ---------------------------------------------------------------------------------------------
+# A toy multilingual translation world (until the synthetic world is available in a test)
+
+TOY_LANGS = ["qaa", "qab", "qac", "qad"]
+_WORDS = ["cat", "dog", "sun", "tree", "house", "river", "bird", "stone", "red", "big", "sees", "eats",
+          "runs", "small", "green", "old"]
+
+
+def _word(word: str, lang: str) -> str:
+    k = TOY_LANGS.index(lang)
+    if k == 0:
+        return word
+    shift = {1: 1, 2: 7, 3: 13}[k]
+    letters = "".join(chr((ord(c) - 97 + shift) % 26 + 97) for c in word)
+    return letters + ["", "a", "on", "ik"][k]
+
+
+def toy_sentence(meaning: list[str], lang: str) -> str:
+    words = [_word(w, lang) for w in meaning]
+    if lang == "qad":  # the far language: reversed word order
+        words = words[::-1]
+    return " ".join(words)
+
+
+def toy_pairs(n_meanings: int = 12, seed: int = 0, languages=TOY_LANGS):
+    """ParallelPairs for every ordered direction of ``languages`` over the same meanings."""
+    import random
+
+    from xlt.formats import ParallelPair
+
+    rng = random.Random(seed)
+    meanings = [[rng.choice(_WORDS) for _ in range(rng.randint(2, 5))] for _ in range(n_meanings)]
+    out = []
+    for m in meanings:
+        for s in languages:
+            for t in languages:
+                if s != t:
+                    out.append(ParallelPair(s, t, toy_sentence(m, s), toy_sentence(m, t)))
+    return out
+
+
+def toy_corpus(languages=TOY_LANGS):
+    return [toy_sentence([w], l) for l in languages for w in _WORDS] + \
+           [toy_sentence(_WORDS[k:k + 4], l) for l in languages for k in range(0, len(_WORDS), 4)]
