@@ -61,15 +61,23 @@ def encode_texts(tokenizer, texts: Sequence[str], lang: str, max_length: int) ->
 # Generation
 
 
-def translate(model, tokenizer, sources: Sequence[str], src_lang: str, tgt_lang: str, *,
-              num_beams: int = 5, batch_size: int = 16, max_new_tokens: int = 128,
-              max_source_length: int = 256, lslo_ids: tuple[int, int] | None = None,
-              progress: Callable[[int], None] | None = None) -> list[str]:
-    """Translate ``sources`` from ``src_lang`` to ``tgt_lang`` with a seq2seq model.
+def translate(model, tokenizer, sources: Sequence[str], src_lang: str, tgt_lang: str, **kwargs) -> list[str]:
+    """Translate ``sources`` from ``src_lang`` to ``tgt_lang``; options as :func:`translate_many`."""
+    return translate_many(model, tokenizer, [(text, src_lang, tgt_lang) for text in sources], **kwargs)
 
-    ``lslo_ids``: ``(src index, tgt index)`` into an LSLo model's languages (the model is then an
-    :class:`~xlt.lslo.LSLoModel`). Batches are sorted by length (restored afterwards) so padding
-    stays small; beam search with length penalty 1.0, as the reference's fairseq-generate.
+
+def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, num_beams: int = 5,
+                   batch_size: int = 16, max_new_tokens: int = 128, max_source_length: int = 256,
+                   lslo_languages: Sequence[str] | None = None,
+                   progress: Callable[[int], None] | None = None) -> list[str]:
+    """Translate ``(text, src_lang, tgt_lang)`` items with a seq2seq model; batches may mix directions.
+
+    The decoder starts with ``[decoder_start, tgt_lang]`` for every example, which is what
+    ``forced_bos_token_id`` produces for a single direction (the forced token scores 0) but works
+    per example; ``max_new_tokens`` counts the tokens after the language tag. With
+    ``lslo_languages`` (an :class:`~xlt.lslo.LSLoModel`'s inventory) each example is routed by its
+    own source and target language. Batches are sorted by length (order restored afterwards);
+    beam search with length penalty 1.0, as the reference's fairseq-generate.
     """
     import torch
 
@@ -79,37 +87,53 @@ def translate(model, tokenizer, sources: Sequence[str], src_lang: str, tgt_lang:
                          f"got {type(model).__name__}")
     if num_beams < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("num_beams, batch_size and max_new_tokens must be >= 1")
-    encoded = encode_texts(tokenizer, sources, src_lang, max_source_length)
-    forced = language_token_id(tokenizer, tgt_lang)
+    encoded: list[list[int]] = [[] for _ in items]
+    by_src: dict[str, list[int]] = {}
+    for k, (_, src, _) in enumerate(items):
+        by_src.setdefault(src, []).append(k)
+    for src, ks in by_src.items():
+        for k, ids in zip(ks, encode_texts(tokenizer, [items[k][0] for k in ks], src, max_source_length)):
+            encoded[k] = ids
+    tgt_tokens = {t: language_token_id(tokenizer, t) for t in {it[2] for it in items}}
+    index = None
+    if lslo_languages is not None:
+        index = {lang: k for k, lang in enumerate(lslo_languages)}
+        for _, s, t in items:
+            for lang in (s, t):
+                if lang not in index:
+                    raise ConfigError(f"language {lang!r} is not in the LSLo adapter's languages "
+                                      f"({', '.join(lslo_languages)})")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.pad_token_id
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     outputs: list[str] = [""] * len(encoded)
     model.eval()
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in index)
-        ids = torch.full((len(index), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, :len(encoded[i])] = 1
+    for first in range(0, len(order), batch_size):
+        rows = order[first:first + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
+            mask[r, :len(encoded[i])] = 1
+        prefix = torch.tensor([[start, tgt_tokens[items[i][2]]] for i in rows], dtype=torch.long)
         kwargs: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                      forced_bos_token_id=forced, do_sample=False,
-                                      length_penalty=1.0, early_stopping=True if num_beams > 1 else False)
-        if lslo_ids is not None:
-            kwargs["src_lang_ids"] = torch.full((len(index),), lslo_ids[0], dtype=torch.long)
-            kwargs["tgt_lang_ids"] = torch.full((len(index),), lslo_ids[1], dtype=torch.long)
+                                      decoder_input_ids=prefix.to(device), num_beams=num_beams,
+                                      max_new_tokens=max_new_tokens, do_sample=False, length_penalty=1.0,
+                                      early_stopping=num_beams > 1, forced_bos_token_id=None)
+        if index is not None:
+            kwargs["src_lang_ids"] = torch.tensor([index[items[i][1]] for i in rows], dtype=torch.long)
+            kwargs["tgt_lang_ids"] = torch.tensor([index[items[i][2]] for i in rows], dtype=torch.long)
         with torch.no_grad():
             generated = model.generate(**kwargs)
-        texts = tokenizer.decode(generated.tolist(), skip_special_tokens=True)
+        texts = tokenizer.decode(generated[:, 2:].tolist(), skip_special_tokens=True)
         if isinstance(texts, str):
             texts = [texts]
-        for row, i in enumerate(index):
-            outputs[i] = texts[row].strip()
+        for r, i in enumerate(rows):
+            outputs[i] = texts[r].strip()
         if progress is not None:
-            progress(len(index))
+            progress(len(rows))
     return outputs
 
 

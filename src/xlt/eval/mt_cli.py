@@ -80,7 +80,7 @@ def mt_command(argv: list[str], prog: str) -> int:
     if args.out:
         check_output(args.out, args.overwrite)
     from xlt.eval.mt import (format_comparison, format_direction_table, group_directions, make_metrics,
-                             score, signatures, tier_averages, translate)
+                             score, signatures, tier_averages, translate_many)
     from xlt.formats import read_records
     from xlt.lslo.config import parse_mapping
 
@@ -111,19 +111,20 @@ def mt_command(argv: list[str], prog: str) -> int:
             tiers = {lang: lslo_config.tier_of(lang) for lang in lslo_config.languages}
         per_direction = {}
         rows = []
-        total = sum(len(v) for v in groups.values())
-        progress = _progress(total, f"{name}")
-        for (src, tgt), items in groups.items():
-            ids = None
-            if lslo_config is not None:
-                ids = (lslo_config.language_index(src), lslo_config.language_index(tgt))
-            hyps = translate(model, tokenizer, [p.src for p in items], src, tgt, num_beams=args.num_beams,
-                             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                             max_source_length=args.max_source_length, lslo_ids=ids, progress=progress.update)
-            refs = [p.tgt for p in items]
-            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), n=len(items))
+        items = [(p.src, s, t) for (s, t), members in groups.items() for p in members]
+        progress = _progress(len(items), name)
+        hyps_all = translate_many(model, tokenizer, items, num_beams=args.num_beams, batch_size=args.batch_size,
+                                  max_new_tokens=args.max_new_tokens, max_source_length=args.max_source_length,
+                                  lslo_languages=lslo_config.languages if lslo_config is not None else None,
+                                  progress=progress.update)
+        offset = 0
+        for (src, tgt), members in groups.items():
+            hyps = hyps_all[offset:offset + len(members)]
+            offset += len(members)
+            refs = [p.tgt for p in members]
+            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), n=len(members))
             rows += [{"src_lang": src, "tgt_lang": tgt, "src": p.src, "ref": p.tgt, "hyp": h}
-                     for p, h in zip(items, hyps)]
+                     for p, h in zip(members, hyps)]
         progress.close()
         results[name] = {"path": str(path), "lslo": lslo_config is not None, "directions": per_direction}
         hypotheses[name] = rows
