@@ -73,7 +73,7 @@ def train_command(argv: list[str], prog: str) -> int:
     from xlt.eval.mt import language_token
     from xlt.lslo.model import apply_lslo
     from xlt.lslo.pruning import PruningSchedule
-    from xlt.lslo.trainer import (LSLoTrainer, PruningCallback, TranslationCollator, encode_pairs,
+    from xlt.lslo.trainer import (FullFinetuneTrainer, LSLoTrainer, PruningCallback, TranslationCollator, encode_pairs,
                                   sample_directions)
     from xlt.models import load_model, load_tokenizer
     from xlt.training import graceful_stop_callback
@@ -90,7 +90,7 @@ def train_command(argv: list[str], prog: str) -> int:
                          "(M2M-100 / NLLB); for decoder-only models use the Python API "
                          "(xlt.lslo.apply_lslo with decoder_directions)")
     model.config.use_cache = False
-    lslo = apply_lslo(model, lslo_config)
+    lslo = None if cfg.full_finetune else apply_lslo(model, lslo_config)
 
     sampled = sample_directions(pairs, cfg.sampling_temperature, seed=cfg.seed)
     lengths = dict(max_source_length=cfg.max_source_length, max_target_length=cfg.max_target_length)
@@ -100,7 +100,7 @@ def train_command(argv: list[str], prog: str) -> int:
     start = model.config.decoder_start_token_id
     if start is None:
         start = tokenizer.eos_token_id
-    collator = TranslationCollator(pad, start)
+    collator = TranslationCollator(pad, start, language_ids=lslo is not None)
     callbacks = [graceful_stop_callback()]
     schedule = None
     if cfg.pruning != "none":
@@ -108,9 +108,15 @@ def train_command(argv: list[str], prog: str) -> int:
         callbacks.append(PruningCallback(schedule))
     if out.exists() and data.overwrite and not resume:
         shutil.rmtree(out)
-    trainer = LSLoTrainer(model=lslo, args=cfg, train_dataset=train_rows, eval_dataset=eval_rows,
-                          data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
-    if trainer.is_world_process_zero():
+    trainer_class = FullFinetuneTrainer if lslo is None else LSLoTrainer
+    trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
+                            eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
+                            callbacks=callbacks)
+    if trainer.is_world_process_zero() and lslo is None:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"{prog}: full fine-tuning, {trainable:,} trainable parameters; {len(pairs)} pairs -> "
+              f"{len(train_rows)} sampled rows (T={cfg.sampling_temperature})", flush=True)
+    elif trainer.is_world_process_zero():
         ranks = ", ".join(f"{n}={r}" for n, r in lslo_config.subspaces())
         directions = len({(p.src_lang, p.tgt_lang) for p in pairs})
         print(f"{prog}: {'shared LoRA' if cfg.shared else 'LSLo'} on {len(lslo.lslo_layers)} modules, "
@@ -147,10 +153,13 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule) -> None:
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return
-    make_pruning_permanent(lslo)
     tmp = out / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    lslo.save_pretrained(tmp, base_model_path=data.model)
+    if lslo is None:  # full fine-tuning: a plain model
+        trainer.save_model(str(tmp))
+    else:
+        make_pruning_permanent(lslo)
+        lslo.save_pretrained(tmp, base_model_path=data.model)
     tokenizer.save_pretrained(str(tmp))
     for item in tmp.iterdir():
         target = out / item.name
@@ -158,14 +167,15 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule) -> None:
             shutil.rmtree(target)
         os.replace(item, target)
     shutil.rmtree(tmp, ignore_errors=True)
-    report = pruning_report(lslo)
-    if schedule is not None:
-        report["schedule"] = {"pool": schedule.pool, "t1": schedule.t1, "t2": schedule.t2,
-                              "target": schedule.target, "epochs": schedule.history}
-    write_json(out / "pruning_report.json", report)
-    figure = plot_pruning_report(report)
-    with atomic_file(out / "pruning_report.png", mode="wb") as handle:
-        figure.savefig(handle, format="png", dpi=120)
+    if lslo is not None:
+        report = pruning_report(lslo)
+        if schedule is not None:
+            report["schedule"] = {"pool": schedule.pool, "t1": schedule.t1, "t2": schedule.t2,
+                                  "target": schedule.target, "epochs": schedule.history}
+        write_json(out / "pruning_report.json", report)
+        figure = plot_pruning_report(report)
+        with atomic_file(out / "pruning_report.png", mode="wb") as handle:
+            figure.savefig(handle, format="png", dpi=120)
     write_json(out / "log_history.json", trainer.state.log_history)
     write_json(out / "train_config.json", _used_config(data, cfg))
 

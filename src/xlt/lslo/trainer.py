@@ -63,6 +63,9 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
         "help": "baseline: one LoRA subspace shared by all languages, of rank shared_rank (default: "
                 "the sum of the per-language ranks, i.e. LSLo's parameter count)"})
     shared_rank: int | None = field(default=None, metadata={"help": "rank of the shared subspace"})
+    full_finetune: bool = field(default=False, metadata={
+        "help": "baseline: fine-tune every parameter of the base model (no LSLo; the paper's "
+                "full-parameter fine-tuning); writes a plain Hugging Face model"})
     # --- pruning -------------------------------------------------------------------------------
     pruning: str = field(default="none", metadata={
         "help": "gradual magnitude pruning of B: none, language (one pool per language across "
@@ -102,6 +105,9 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
             from xlt.lslo.pruning import pruning_ratio
 
             pruning_ratio(self.pruning_t1, self.pruning_t1, self.pruning_t2, self.target_pruning_ratio)
+        if self.full_finetune and (self.shared or self.pruning != "none"):
+            raise ConfigError("full_finetune trains the base model itself: it cannot be combined with "
+                              "shared or pruning")
         if self.max_source_length < 3 or self.max_target_length < 3:
             raise ConfigError("max_source_length and max_target_length must be >= 3")
 
@@ -208,9 +214,10 @@ class TranslationCollator:
     convention) ``(batch, tgt_len)`` and ``src_lang_ids`` / ``tgt_lang_ids`` ``(batch,)``.
     """
 
-    def __init__(self, pad_token_id: int, decoder_start_token_id: int):
+    def __init__(self, pad_token_id: int, decoder_start_token_id: int, language_ids: bool = True):
         self.pad = int(pad_token_id)
         self.start = int(decoder_start_token_id)
+        self.language_ids = language_ids
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -229,10 +236,12 @@ class TranslationCollator:
             labels[i, :len(t)] = torch.tensor(t)
             decoder[i, 0] = self.start
             decoder[i, 1:len(t)] = torch.tensor(t[:-1])
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
-                "decoder_input_ids": decoder,
-                "src_lang_ids": torch.tensor([r["src_lang_ids"] for r in rows], dtype=torch.long),
-                "tgt_lang_ids": torch.tensor([r["tgt_lang_ids"] for r in rows], dtype=torch.long)}
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+                 "decoder_input_ids": decoder}
+        if self.language_ids:
+            batch["src_lang_ids"] = torch.tensor([r["src_lang_ids"] for r in rows], dtype=torch.long)
+            batch["tgt_lang_ids"] = torch.tensor([r["tgt_lang_ids"] for r in rows], dtype=torch.long)
+        return batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +269,10 @@ def _lslo_of(model):
     while not isinstance(model, LSLoModel) and hasattr(model, "module"):
         model = model.module
     return model
+
+
+class FullFinetuneTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
+    """The full-parameter fine-tuning baseline (a plain guarded ``Seq2SeqTrainer``)."""
 
 
 class LSLoTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
