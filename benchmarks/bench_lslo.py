@@ -81,7 +81,7 @@ def step_batched(model, opt, inputs, src, tgt, routed: bool):
     loss = model(**inputs, **kw).loss
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def step_loop(model, opt, inputs, src, tgt):
@@ -92,7 +92,7 @@ def step_loop(model, opt, inputs, src, tgt):
         one = {k: v[b:b + 1] for k, v in inputs.items()}
         loss = model(**one, src_lang_ids=src[b:b + 1], tgt_lang_ids=tgt[b:b + 1]).loss / n
         loss.backward()
-        total += float(loss)
+        total += float(loss.detach())
     opt.step()
     return total
 
@@ -153,10 +153,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's; 1 on a shared machine)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lslo.json"))
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

@@ -5,6 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 HYPS = ["the cat sat on the mat", "a dog runs in the park today", "green trees grow"]
 REFS = ["the cat sat on a mat", "the dog runs in the park", "green trees are growing"]
 
@@ -136,8 +144,9 @@ def test_cli_errors_are_one_line(xlt_cli, tmp_path):
     from xlt.formats import ParallelPair, write_jsonl
 
     data = write_jsonl(tmp_path / "test.jsonl", [ParallelPair("eng", "deu", "a", "b")])
-    result = xlt_cli("eval", "mt", "--data", data, "--system", "bad/name=x")
+    result = xlt_cli("eval", "mt", "--data", data, "--system", "bad/name=x", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 2 and result.stderr.strip().startswith("xlt: error:")
     assert "system name 'bad/name'" in result.stderr
-    result = xlt_cli("eval", "mt", "--data", data, "--model", tmp_path, "--directions", "eng-fra")
+    result = xlt_cli("eval", "mt", "--data", data, "--model", tmp_path, "--directions", "eng-fra",
+                     env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 2 and "has no 'eng-fra' pairs" in result.stderr

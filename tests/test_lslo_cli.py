@@ -27,7 +27,7 @@ def toy_world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(toy_world, xlt_cli):
     out = toy_world / "lslo"
-    result = xlt_cli("train", "lslo", "--model", toy_world / "model", "--train_file", toy_world / "train.jsonl",
+    result = _run(xlt_cli, "train", "lslo", "--model", toy_world / "model", "--train_file", toy_world / "train.jsonl",
                      "--output_dir", out, "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
                      "--tiers", "qaa=high", "qab=med", "qac=low", "qad=low", "--pruning", "language",
                      "--pruning_t1", "1", "--pruning_t2", "1", "--target_pruning_ratio", "0.5",
@@ -64,7 +64,7 @@ def test_export_equals_lslo_direction_and_eval_mt(trained, toy_world, xlt_cli, t
     from xlt.models import load_model
 
     out = tmp_path / "qab-qad"
-    result = xlt_cli("lslo", "export", "--adapter", trained, "--src", "qab", "--tgt", "qad", "--out", out)
+    result = _run(xlt_cli, "lslo", "export", "--adapter", trained, "--src", "qab", "--tgt", "qad", "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     exported = load_model(out)
     assert exported.generation_config.forced_bos_token_id is not None
@@ -79,7 +79,7 @@ def test_export_equals_lslo_direction_and_eval_mt(trained, toy_world, xlt_cli, t
     assert (got - want).abs().max().item() < 1e-5
 
     scores = tmp_path / "eval"
-    result = xlt_cli("eval", "mt", "--data", toy_world / "test.jsonl", "--system", f"lslo={trained}",
+    result = _run(xlt_cli, "eval", "mt", "--data", toy_world / "test.jsonl", "--system", f"lslo={trained}",
                      "--system", f"base={toy_world / 'model'}", "--num-beams", "2", "--max-new-tokens", "8",
                      "--directions", "qaa-qab", "qab-qad", "qad-qac", "qac-qaa",
                      "--chrf-word-order", "2", "--out", scores)
@@ -94,6 +94,11 @@ def test_export_equals_lslo_direction_and_eval_mt(trained, toy_world, xlt_cli, t
     assert len(hyps) == 4 and {"src_lang", "tgt_lang", "src", "ref", "hyp"} <= set(hyps[0])
 
 
+def _run(xlt_cli, *args):
+    """The real CLI, single-threaded (the suite shares two cores with other work)."""
+    return xlt_cli(*args, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+
+
 def _one_line_error(result, *fragments):
     assert result.returncode == 2, (result.stdout[-500:], result.stderr[-1500:])
     lines = result.stderr.strip().splitlines()
@@ -106,17 +111,17 @@ def _one_line_error(result, *fragments):
 def test_bad_input_is_a_one_line_error(toy_world, xlt_cli, tmp_path):
     common = ["train", "lslo", "--model", toy_world / "model", "--train_file", toy_world / "train.jsonl",
               "--use_cpu", "--max_steps", "1"]
-    _one_line_error(xlt_cli(*common, "--output_dir", tmp_path / "a", "--languages", "qaa", "qab", "qac"),
+    _one_line_error(_run(xlt_cli, *common, "--output_dir", tmp_path / "a", "--languages", "qaa", "qab", "qac"),
                     "train.jsonl:", "unknown language code 'qad'")
-    _one_line_error(xlt_cli(*common, "--output_dir", tmp_path / "b", "--encoder_directions", "src*3"),
+    _one_line_error(_run(xlt_cli, *common, "--output_dir", tmp_path / "b", "--encoder_directions", "src*3"),
                     "encoder_directions has 3 entries but the model has 2 encoder layers")
 
 
 @pytest.mark.slow
 def test_adapter_for_another_base_is_refused(trained, toy_world, xlt_cli, tmp_path):
-    result = xlt_cli("lslo", "export", "--adapter", trained, "--model", toy_world / "other",
+    result = _run(xlt_cli, "lslo", "export", "--adapter", trained, "--model", toy_world / "other",
                      "--src", "qaa", "--tgt", "qab", "--out", tmp_path / "x")
     _one_line_error(result, "saved for another base model")
     assert not (tmp_path / "x").exists()
-    result = xlt_cli("lslo", "export", "--adapter", trained, "--src", "qaa", "--tgt", "eng", "--out", tmp_path / "y")
+    result = _run(xlt_cli, "lslo", "export", "--adapter", trained, "--src", "qaa", "--tgt", "eng", "--out", tmp_path / "y")
     _one_line_error(result, "language 'eng' is not in the adapter's languages")
