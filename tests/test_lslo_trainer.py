@@ -84,7 +84,7 @@ def test_options_from_yaml_and_command_line(tmp_path):
     assert shared.subspaces() == [("shared", 2 * 4)]
 
 
-def test_one_trainer_step_with_pruning_callback(tokenizer, tmp_path):
+def test_trainer_run_with_pruning_callback_checkpointing_and_eval_loss(tokenizer, tmp_path):
     from xlt.lslo import LSLoConfig, PruningSchedule, apply_lslo
     from xlt.lslo.trainer import (LSLoTrainer, LSLoTrainingConfig, PruningCallback, TranslationCollator,
                                   encode_pairs)
@@ -93,10 +93,11 @@ def test_one_trainer_step_with_pruning_callback(tokenizer, tmp_path):
     torch.set_num_threads(1)
     model = tiny_model("m2m100", tokenizer, seed=0)
     lslo = apply_lslo(model, LSLoConfig(languages=TOY_LANGS, tiers={"qac": "low"}, dim="model"))
+    model.enable_input_require_grads()
     rows = encode_pairs(tokenizer, toy_pairs(2, seed=0), TOY_LANGS, max_source_length=32, max_target_length=32)
     args = LSLoTrainingConfig(output_dir=str(tmp_path / "run"), use_cpu=True, num_train_epochs=2,
                               per_device_train_batch_size=12, disable_tqdm=True, learning_rate=1e-2,
-                              warmup_steps=0, lr_scheduler_type="constant")
+                              warmup_steps=0, lr_scheduler_type="constant", gradient_checkpointing=True)
     schedule = PruningSchedule(t1=1, t2=1, target=0.5, pool="language")
     trainer = LSLoTrainer(model=lslo, args=args, train_dataset=rows,
                           data_collator=TranslationCollator(tokenizer.pad_token_id, tokenizer.eos_token_id),
@@ -109,5 +110,6 @@ def test_one_trainer_step_with_pruning_callback(tokenizer, tmp_path):
     b = torch.cat([layer.pair(0)[1].detach().reshape(-1) for layer in lslo.lslo_layers.values()])
     assert int((b == 0).sum()) == round(0.5 * b.numel())
     assert float(b.abs().sum()) > 0
+    assert "eval_loss" in trainer.evaluate(rows[:8])
     trainer.save_model(str(tmp_path / "saved"))
     assert (tmp_path / "saved" / "lslo_model.safetensors").is_file()
