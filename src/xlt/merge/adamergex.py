@@ -209,12 +209,11 @@ def merge_lora(states: Sequence[AdapterState], weights: Sequence[float], *, mode
         raise ConfigError(f"{len(states)} adapters but {len(weights)} weights")
     if not states:
         raise ConfigError("no adapters to merge")
-    for s in states:
-        if s.peft_type != "LORA":
-            raise ModelError(f"{s.source}: expected a LoRA adapter, got {s.peft_type}")
     if mode == "factorwise" and rank is not None:
         raise ConfigError("--rank applies to mode delta only (the factor-wise rule keeps the task rank)")
     check_compatible(states, same_rank=(mode == "factorwise"), allow_base_mismatch=allow_base_mismatch)
+    if states[0].peft_type != "LORA":
+        raise ModelError(f"{states[0].source}: expected a LoRA adapter, got {states[0].peft_type}")
     out_dtype = _out_dtype(states, dtype)
     per_adapter = [lora_modules(s) for s in states]
     tensors: dict = {}

@@ -115,11 +115,16 @@ def read_adapter(path: str | os.PathLike, *, allow_pickle: bool = False,
                              "or pass --allow-pickle if you trust the file")
         import torch
 
+        import warnings
+
         try:
-            tensors = torch.load(os.fspath(pickle_weights), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tensors = torch.load(os.fspath(pickle_weights), map_location="cpu", weights_only=True)
         except Exception as exc:  # an UnpicklingError for anything but plain tensors
-            raise ModelError(f"{pickle_weights}: cannot load as plain tensors "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            reason = (str(exc).splitlines() or [""])[0].split(". ")[0]
+            raise ModelError(f"{pickle_weights}: cannot load as plain tensors ({type(exc).__name__}: "
+                             f"{reason}); only tensors are unpickled, even with --allow-pickle") from None
         if not isinstance(tensors, dict):
             raise ModelError(f"{pickle_weights}: expected a dict of tensors, got {type(tensors).__name__}")
     else:
