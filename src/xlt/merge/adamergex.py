@@ -26,6 +26,7 @@ adapter directories.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -51,6 +52,24 @@ class MergeResult:
 
 # --------------------------------------------------------------------------------------------
 # Tensor-level rules
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Run torch CPU ops on one thread, restoring the setting afterwards.
+
+    The per-module work of a merge is a few small matmuls and (r, r) decompositions; intra-op
+    threads only add synchronisation there (on a busy 2-core machine a (11008, 24) Gram product
+    took 45 ms with 2 threads and 0.5 ms with 1).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _work_dtype(tensor):
@@ -109,14 +128,27 @@ def combine_factors(factors: Sequence[LoraFactors], weights: Sequence[float], *,
                        scaling=factors[0].scaling, key_A=factors[0].key_A, key_B=factors[0].key_B)
 
 
+def _orthonormal_factor(gram, tol: float = 1e-12):
+    """Eigendecomposition ``gram = V diag(lam) V^T`` of a small (r, r) Gram matrix, keeping the
+    eigenvalues above ``tol * max``: returns ``(V_p, sqrt(lam_p))``, p = numerical rank."""
+    import torch
+
+    lam, vec = torch.linalg.eigh(gram)
+    keep = lam > tol * max(float(lam.max()), 0.0) if float(lam.max()) > 0 else lam > 0
+    return vec[:, keep], torch.sqrt(lam[keep])
+
+
 def truncate_rank(factors: LoraFactors, rank: int, *, dtype=None) -> tuple[LoraFactors, float]:
     """Best rank-``rank`` approximation of ``scaling * B @ A`` without forming it.
 
-    QR of both factors (``B = Q_B R_B``, ``A^T = Q_A R_A``), SVD of the small (r, r) core
-    ``R_B R_A^T = U S V^T``; then ``B' = Q_B U_k S_k`` (out, k), ``A' = V_k^T Q_A^T`` (k, in),
-    scaling 1. Returns the new factors and the relative Frobenius error
+    Orthonormal bases of B's column space and A's row space come from the eigendecompositions
+    of the small Gram matrices ``B^T B`` and ``A A^T`` (a Cholesky-QR that tolerates rank
+    deficiency: ``B = Q_B S_B V_B^T`` with ``Q_B = B V_B S_B^-1``, likewise for A); the SVD of
+    the small core ``S_B V_B^T V_A S_A = U S W^T`` then gives ``B' = Q_B U_k S_k`` (out, k) and
+    ``A' = W_k^T Q_A^T`` (k, in), scaling 1 — everything in float64, nothing larger than
+    (out, r) or (r, in). Returns the new factors and the relative Frobenius error
     ``sqrt(sum_{i>k} s_i^2) / sqrt(sum_i s_i^2)`` (0 for a zero update). A ``rank`` at or above
-    the current rank returns the update re-expressed exactly (error 0, rank unchanged).
+    the numerical rank re-expresses the update exactly (error 0, rank = numerical rank).
     """
     import torch
 
@@ -125,14 +157,21 @@ def truncate_rank(factors: LoraFactors, rank: int, *, dtype=None) -> tuple[LoraF
     dtype = dtype or factors.A.dtype
     A = factors.A.to(torch.float64)
     B = factors.B.to(torch.float64) * factors.scaling
-    q_b, r_b = torch.linalg.qr(B)            # (out, r), (r, r)
-    q_a, r_a = torch.linalg.qr(A.T)          # (in, r), (r, r)
-    u, s, vh = torch.linalg.svd(r_b @ r_a.T)  # core (r, r)
+    v_b, s_b = _orthonormal_factor(B.T @ B)          # (r, p_b), (p_b,)
+    v_a, s_a = _orthonormal_factor(A @ A.T)          # (r, p_a), (p_a,)
+    if s_b.numel() == 0 or s_a.numel() == 0:         # a zero update
+        k = min(rank, A.shape[0])
+        zero_A = torch.zeros(k, A.shape[1], dtype=dtype)
+        zero_B = torch.zeros(B.shape[0], k, dtype=dtype)
+        return LoraFactors(zero_A, zero_B, 1.0, factors.key_A, factors.key_B), 0.0
+    core = (s_b[:, None] * (v_b.T @ v_a)) * s_a[None, :]  # (p_b, p_a)
+    u, s, wh = torch.linalg.svd(core, full_matrices=False)
     k = min(rank, s.numel())
     total = float(torch.sum(s * s))
-    error = math.sqrt(float(torch.sum(s[k:] * s[k:])) / total) if total > 0 else 0.0
-    new_B = (q_b @ u[:, :k]) * s[:k]
-    new_A = vh[:k] @ q_a.T
+    error = math.sqrt(max(float(torch.sum(s[k:] * s[k:])), 0.0) / total) if total > 0 else 0.0
+    # B' = Q_B U_k S_k with Q_B = B V_B S_B^-1;  A' = W_k^T Q_A^T with Q_A^T = S_A^-1 V_A^T A
+    new_B = B @ (v_b @ ((u[:, :k] * s[:k]) / s_b[:, None]))
+    new_A = ((wh[:k] / s_a[None, :]) @ v_a.T) @ A
     return (LoraFactors(A=new_A.to(dtype).contiguous(), B=new_B.to(dtype).contiguous(), scaling=1.0,
                         key_A=factors.key_A, key_B=factors.key_B), error)
 
@@ -219,17 +258,18 @@ def merge_lora(states: Sequence[AdapterState], weights: Sequence[float], *, mode
     tensors: dict = {}
     ranks: dict[str, int] = {}
     errors: dict[str, float] = {}
-    for name, first in per_adapter[0].items():
-        factors = [m[name] for m in per_adapter]
-        if mode == "delta":
-            merged = concat_updates(factors, weights, dtype=out_dtype)
-            if rank is not None:
-                merged, errors[name] = truncate_rank(merged, rank, dtype=out_dtype)
-        else:
-            merged = combine_factors(factors, weights, dtype=out_dtype)
-        tensors[first.key_A] = merged.A
-        tensors[first.key_B] = merged.B
-        ranks[name] = merged.rank
+    with single_threaded():
+        for name, first in per_adapter[0].items():
+            factors = [m[name] for m in per_adapter]
+            if mode == "delta":
+                merged = concat_updates(factors, weights, dtype=out_dtype)
+                if rank is not None:
+                    merged, errors[name] = truncate_rank(merged, rank, dtype=out_dtype)
+            else:
+                merged = combine_factors(factors, weights, dtype=out_dtype)
+            tensors[first.key_A] = merged.A
+            tensors[first.key_B] = merged.B
+            ranks[name] = merged.rank
     extras = [other_tensors(s) for s in states]
     for key in extras[0]:
         tensors[key] = weighted_sum([e[key] for e in extras], weights)
