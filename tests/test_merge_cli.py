@@ -13,6 +13,8 @@ import torch
 
 import _merge_helpers as H
 
+_one_thread = pytest.fixture(scope="module", autouse=True)(H.one_thread)
+
 
 def _make_lora(base_dir, out, seed, *, r=4, targets=("q_proj", "v_proj"), alpha=8):
     """A PEFT LoRA adapter on the saved tiny model with seeded non-zero factors."""
@@ -409,3 +411,39 @@ def test_reference_lm_jsonl_parquet_and_errors(capsys, tmp_path):
     assert main(["data", "reference-lm", "--input", str(short), "--lang", "qaa", "--out", str(out3)]) == 2
     err = capsys.readouterr().err
     assert "too short" in err and not out3.exists()
+
+
+def test_allow_pickle_reads_plain_tensor_bin(adapters, tmp_path):
+    """A trusted adapter_model.bin of plain tensors loads with allow_pickle and merges the same."""
+    from safetensors.torch import load_file
+
+    from xlt.errors import ModelError
+    from xlt.merge import adamergex, read_adapter
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "adapter_config.json").write_text((adapters["ref_src"] / "adapter_config.json").read_text())
+    torch.save(load_file(adapters["ref_src"] / "adapter_model.safetensors"), legacy / "adapter_model.bin")
+    with pytest.raises(ModelError, match="pickle"):
+        read_adapter(legacy)
+    a = adamergex(adapters["task"], adapters["ref_tgt"], read_adapter(legacy, allow_pickle=True), 0.3)
+    b = adamergex(adapters["task"], adapters["ref_tgt"], adapters["ref_src"], 0.3)
+    assert a.adapter.tensors.keys() == b.adapter.tensors.keys()
+    assert all(torch.equal(a.adapter.tensors[k], b.adapter.tensors[k]) for k in a.adapter.tensors)
+
+
+def test_registry_and_dtype(adapters):
+    from xlt.errors import ConfigError
+    from xlt.merge import adamergex, get_merge_method, linear, task_arithmetic
+
+    assert get_merge_method("task-arithmetic") is task_arithmetic
+    assert get_merge_method("linear") is linear and get_merge_method("adamergex") is adamergex
+    with pytest.raises(ConfigError, match="unknown merge method"):
+        get_merge_method("slerp")
+    half = adamergex(adapters["task"], adapters["ref_tgt"], adapters["ref_src"], 1.0, dtype="bfloat16")
+    full = adamergex(adapters["task"], adapters["ref_tgt"], adapters["ref_src"], 1.0)
+    assert {v.dtype for v in half.adapter.tensors.values()} == {torch.bfloat16}
+    for k, v in full.adapter.tensors.items():
+        assert torch.allclose(half.adapter.tensors[k].float(), v, rtol=1e-2, atol=1e-3)
+    with pytest.raises(ConfigError, match="weights"):
+        linear([adapters["task"], adapters["ref_tgt"]], [1.0, -1.0])  # sums to 0: cannot normalise
