@@ -121,10 +121,10 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         raise ConfigError(f"{prog}: --output_dir is required")
     if not data.train_file:
         raise ConfigError(f"{prog}: --train_file is required (task examples)")
-    resume = cfg.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last", "yes"):
-        resume = True
+    from xlt.training import resolve_resume
+
     out = Path(cfg.output_dir)
+    resume = resolve_resume(cfg.resume_from_checkpoint, out)
     if out.exists() and not resume:
         if not data.overwrite:
             raise OutputExistsError(out)
@@ -182,13 +182,16 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if out.exists() and data.overwrite and not resume:
         shutil.rmtree(out)
+    from xlt.training import graceful_stop_callback
+
     trainer = AlignTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
-                           data_collator=collator, processing_class=tokenizer)
+                           data_collator=collator, processing_class=tokenizer,
+                           callbacks=[graceful_stop_callback()])
     if trainer.is_world_process_zero():
         layer = f", alignment layer {trainer.alignment_layer}" if trainer.alignment_layer is not None else ""
         print(f"{prog}: {len(tasks)} task examples, {len(pairs)} pairs -> {len(train_ds)} rows{layer}; "
               f"{'LoRA' if cfg.use_lora else 'full fine-tuning'}", flush=True)
-    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.train(resume_from_checkpoint=resume)
     _save(trainer, tokenizer, data, cfg, out)
     return 0
 

@@ -19,6 +19,10 @@ def _check_temperature(temperature: float) -> None:
         raise ConfigError(f"alignment temperature must be a finite number > 0, got {temperature}")
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All rows of every process, the local slice keeping its gradient (the SimCSE/AFP trick).
 
@@ -66,17 +70,16 @@ def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float
             gradient covers its own rows only, so a DDP average yields ``1/world`` of the
             full-batch gradient (:class:`~xlt.align.AlignTrainer` multiplies by the world size).
 
-    Computed in float32 whatever the input dtype. A batch of one pair gives the constant 0 (no
+    Computed in float32 at least (float64 inputs stay float64). A batch of one pair gives the constant 0 (no
     negatives); that is warned about once per process.
     """
     _check_temperature(temperature)
     if anchors.dim() != 2 or anchors.shape != candidates.shape:
         raise ValueError(f"anchors and candidates must both be (batch, dim), got {tuple(anchors.shape)} "
                          f"and {tuple(candidates.shape)}")
-    anchors, candidates = anchors.float(), candidates.float()
-    offset = 0
+    anchors, candidates = _at_least_fp32(anchors), _at_least_fp32(candidates)
     if gather and _gather_active():
-        anchors, offset = _gather_with_grad(anchors)
+        anchors, _ = _gather_with_grad(anchors)
         candidates, _ = _gather_with_grad(candidates)
     n = anchors.shape[0]
     if n == 1:
@@ -86,7 +89,6 @@ def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float
             warnings.warn("InfoNCE on a batch of one pair has no negatives: the alignment loss is the "
                           "constant 0 and trains nothing (use a larger per-device batch, or "
                           "dataloader_drop_last to avoid a final batch of one)", stacklevel=2)
-    del offset
     a = F.normalize(anchors, dim=-1, eps=1e-8)
     c = F.normalize(candidates, dim=-1, eps=1e-8)
     scores = a @ c.T / temperature
@@ -107,8 +109,8 @@ def alignment_loss(hidden0: torch.Tensor, mask0: torch.Tensor, hidden1: torch.Te
     ``unidirectional_contrastive_loss``; off by default, as in the paper).
     Pooling runs in float32 (the reference pools in the model dtype, bf16 in the paper).
     """
-    z0 = pool(hidden0.float(), mask0, pooling)
-    z1 = pool(hidden1.float(), mask1, pooling)
+    z0 = pool(_at_least_fp32(hidden0), mask0, pooling)
+    z1 = pool(_at_least_fp32(hidden1), mask1, pooling)
     if detach_candidates:
         z1 = z1.detach()
     return info_nce(z0, z1, temperature, symmetric=symmetric, gather=gather)

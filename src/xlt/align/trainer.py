@@ -39,12 +39,13 @@ from xlt.align.layers import layer_states
 from xlt.align.losses import _gather_active, alignment_loss, retrieval_accuracy
 from xlt.align.pooling import pool
 from xlt.models import num_layers
+from xlt.training import GuardedTrainerMixin
 
 _OBJECTIVE = "_xlt_objective"
 
 
-class AlignTrainer(Trainer):
-    """Trainer for :class:`~xlt.align.AlignConfig` (SFT, mid-align, AFP)."""
+class AlignTrainer(GuardedTrainerMixin, Trainer):
+    """Trainer for :class:`~xlt.align.AlignConfig` (SFT, mid-align, AFP); stops on a non-finite loss."""
 
     #: compute_loss already returns a loss scaled for gradient accumulation
     loss_is_scaled_for_ga = True
