@@ -13,8 +13,8 @@ Loss scaling. The task CE comes from ``super().compute_loss(..., num_items_in_ba
 is normalised by the number of label tokens of the whole accumulation window (counted over task
 micro-batches only) and rescaled for DDP by the base class. Each micro-batch's alignment loss
 is divided by the number of micro-batches of the window, and, when candidates are gathered
-across processes, multiplied by the world size (every process then holds the gradient of its
-own rows only, and DDP averages). In the alternate schedule the task CE of a window is weighted
+across processes, its gradient is multiplied by the world size (every process then holds the
+gradient of its own rows only, and DDP averages). In the alternate schedule the task CE of a window is weighted
 by (task micro-batches / window size), which is the reference's weighting ``½ (CE + A)`` for
 GA = 4. The result is independent of how a global batch is split over micro-batches and
 processes.
@@ -119,7 +119,10 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
             self._record(split, "alignment_loss", align.detach())
             term = cfg.alignment_weight * align / window
             if training and cfg.alignment_gather and _gather_active():
-                term = term * torch.distributed.get_world_size()
+                # every process holds the same global value but the gradient of its own rows only;
+                # DDP averages, so scale the gradient (not the value, which is logged) by the world size
+                world = torch.distributed.get_world_size()
+                term = term * world - (world - 1) * term.detach()
             loss = term if loss is None else loss + term
         if loss is None:
             raise ValueError("this batch has neither task labels nor pairs for the configured schedule")
