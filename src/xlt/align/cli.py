@@ -160,6 +160,11 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
                        allow_pickle=data.allow_pickle, trust_remote_code=data.trust_remote_code,
                        attn_implementation=data.attn_implementation)
     model.config.use_cache = False
+    if cfg.schedule != "task" and cfg.alignment_layer is not None:
+        from xlt.align.layers import _check_layer
+        from xlt.models import num_layers
+
+        _check_layer(cfg.alignment_layer, num_layers(model))  # before anything is written
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
 
