@@ -114,3 +114,30 @@ def test_bad_input_is_one_clear_line(xlt_cli, tiny_llama_dir, data, tmp_path, ca
         lines = [line for line in err.splitlines() if line.startswith("xlt: error:")]
         assert len(lines) == 1 and message in lines[0], err[-1500:]
     assert not (tmp_path / "never").exists()
+
+
+def test_example_configs_parse_with_the_papers_settings(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from xlt.align.cli import AlignDataArguments
+    from xlt.align.config import PRESETS
+    from xlt.config import parse_dataclasses
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    expected = {"mid-align-llama3-8b.yaml": ("mid-align", 16, 0.1), "mid-align-qwen2.5-7b.yaml": ("mid-align", 16, 0.1),
+                "sft-llama3-8b.yaml": ("sft", None, 0.1), "afp-xglm-564m.yaml": ("afp", 1, 0.05)}
+    for name, (preset, layer, tau) in expected.items():
+        values = yaml.safe_load((examples / name).read_text())
+        if "deepspeed" in values:  # shipped, valid JSON; deepspeed itself is not installed here
+            json.loads((examples.parent / values.pop("deepspeed")).read_text())
+        for key in ("bf16", "tf32"):  # need a GPU
+            values.pop(key, None)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(values))
+        data, cfg = parse_dataclasses([AlignDataArguments, PRESETS[preset]], ["--config", str(path)], prog=name)
+        assert cfg.preset == preset and cfg.alignment_layer == layer and cfg.alignment_temperature == tau
+        assert data.model.startswith(("meta-llama/", "Qwen/", "facebook/"))
+    for ds in (examples / "deepspeed").glob("*.json"):
+        assert json.loads(ds.read_text())["zero_optimization"]["stage"] in (2, 3)

@@ -189,9 +189,17 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         shutil.rmtree(out)
     from xlt.training import graceful_stop_callback
 
+    callbacks = [graceful_stop_callback()]
+    if cfg.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        if not (cfg.load_best_model_at_end and eval_ds is not None):
+            raise ConfigError(f"{prog}: early_stopping_patience needs evaluation data and load_best_model_at_end")
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+
     trainer = AlignTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
                            data_collator=collator, processing_class=tokenizer,
-                           callbacks=[graceful_stop_callback()])
+                           callbacks=callbacks)
     if trainer.is_world_process_zero():
         layer = f", alignment layer {trainer.alignment_layer}" if trainer.alignment_layer is not None else ""
         print(f"{prog}: {len(tasks)} task examples, {len(pairs)} pairs -> {len(train_ds)} rows{layer}; "

@@ -71,6 +71,9 @@ class AlignConfig(TrainingArguments):
     lora_target_modules: list[str] | None = field(default=None, metadata={
         "help": "module names to adapt; default: attention and MLP projections of the architecture",
         "nargs": "+"})
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "stop after this many evaluations without improvement of metric_for_best_model "
+                "(the paper: 5, with load_best_model_at_end and eval_loss)"})
     # --- TrainingArguments defaults that this trainer needs ----------------------------------
     remove_unused_columns: bool = field(default=False, metadata={
         "help": "keep the pair columns (the alignment loss needs them)"})
@@ -101,6 +104,15 @@ class AlignConfig(TrainingArguments):
         if self.schedule == "alternate" and self.ddp_find_unused_parameters is None:
             # alignment micro-batches stop after block k: later blocks get no gradient
             self.ddp_find_unused_parameters = True
+        if self.deepspeed:
+            import importlib.util
+            from pathlib import Path
+
+            if isinstance(self.deepspeed, str) and not Path(self.deepspeed).is_file():
+                raise ConfigError(f"deepspeed: config file {self.deepspeed} not found")
+            if importlib.util.find_spec("deepspeed") is None:
+                raise ConfigError("deepspeed: the deepspeed package is not installed "
+                                  "(pip install 'xlt[deepspeed]'); drop --deepspeed to train without it")
         if self.label_names is None:
             self.label_names = ["labels"]
         super().__post_init__()
