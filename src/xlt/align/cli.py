@@ -173,7 +173,7 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                  lora_dropout=cfg.lora_dropout, target_modules=targets,
                                                  task_type="CAUSAL_LM"))
-        if cfg.gradient_checkpointing:
+        if cfg.activation_checkpointing:
             model.enable_input_require_grads()
 
     train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed)

@@ -116,8 +116,9 @@ class AlignConfig(TrainingArguments):
         if self.label_names is None:
             self.label_names = ["labels"]
         super().__post_init__()
-        if self.gradient_checkpointing and not self.gradient_checkpointing_kwargs:
-            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
+        if self.activation_checkpointing and not self.activation_checkpointing_kwargs:
+            # the reference forces non-reentrant checkpointing
+            self.activation_checkpointing_kwargs = {"use_reentrant": False}
 
 
 @dataclass

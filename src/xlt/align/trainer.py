@@ -129,17 +129,16 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _micro_batch_ce(self, ce, labels, num_items_in_batch, by_window):
-        """The unweighted mean CE of this micro-batch, for logging."""
+        """The unweighted mean CE of this micro-batch, for logging (no host sync)."""
         ce = ce.detach().float()
         if not by_window:
             return ce
         local = labels[..., 1:].ne(-100).sum()
-        if int(local) == 0:
-            return None
         scale = 1
         if self.args.average_tokens_across_devices:
             scale = self.accelerator.num_processes // self.get_tp_size()
-        return ce * num_items_in_batch / (scale * local)
+        # a micro-batch without label tokens has no CE to log: weight 0
+        return ce * num_items_in_batch / (scale * local.clamp(min=1)), (local > 0).float()
 
     def _forward_target(self, model):
         """The module to run an early-stopped forward on: DDP stays (its reducer must see the
@@ -177,21 +176,26 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
 
     # ---- metrics -------------------------------------------------------------------------
     def _record(self, split: str, name: str, value) -> None:
-        slot = self._metrics[split].setdefault(name, [torch.zeros((), dtype=torch.float64), 0])
-        if value is not None:
-            slot[0] = slot[0] + value.detach().to("cpu", torch.float64)
-            slot[1] += 1
+        """Add one micro-batch's value (or ``(value, weight)``) to the running mean of ``name``."""
+        weight = None
+        if isinstance(value, tuple):
+            value, weight = value
+        value = value.detach().float()
+        weight = torch.ones_like(value) if weight is None else weight.to(value)
+        slot = self._metrics[split].get(name)
+        self._metrics[split][name] = [value * weight, weight] if slot is None else \
+            [slot[0] + value * weight, slot[1] + weight]
 
     def _pop_metrics(self, split: str) -> dict[str, float]:
+        """Means since the last call, over every process; resets the running sums."""
         names = sorted(self._metrics[split])
         out: dict[str, float] = {}
         if not names:
             return out
-        totals = torch.tensor([[float(self._metrics[split][n][0]), self._metrics[split][n][1]] for n in names],
-                              dtype=torch.float64)
+        totals = torch.stack([torch.stack([self._metrics[split][n][0], self._metrics[split][n][1]]) for n in names])
         if self.accelerator.num_processes > 1:
-            totals = self.accelerator.reduce(totals.to(self.args.device), reduction="sum").cpu()
-        for n, (total, count) in zip(names, totals.tolist()):
+            totals = self.accelerator.reduce(totals.to(self.args.device), reduction="sum")
+        for n, (total, count) in zip(names, totals.double().cpu().tolist()):
             if count > 0:
                 out[n] = total / count
         self._metrics[split] = {}
