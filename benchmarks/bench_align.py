@@ -104,6 +104,7 @@ def bench_sft(device: str, repeats: int, steps: int = 20) -> dict:
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
+    from transformers.trainer_callback import PrinterCallback
 
     from xlt.align.config import SFTConfig
     from xlt.align.data import AlignCollator, TaskText, build_dataset
@@ -138,6 +139,7 @@ def bench_sft(device: str, repeats: int, steps: int = 20) -> dict:
         cfg = SFTConfig(output_dir=out, **common)
         trainer = AlignTrainer(model=model_for(), args=cfg, train_dataset=dataset, data_collator=collator,
                                processing_class=tokenizer, callbacks=[graceful_stop_callback()])
+        trainer.remove_callback(PrinterCallback)
         t0 = time.perf_counter()
         trainer.train()
         return time.perf_counter() - t0, trainer.state.log_history[-2]["loss"]
@@ -146,6 +148,7 @@ def bench_sft(device: str, repeats: int, steps: int = 20) -> dict:
         args = transformers.TrainingArguments(output_dir=out, **common)
         trainer = transformers.Trainer(model=model_for(), args=args, train_dataset=dataset, data_collator=collator,
                                        processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)
         t0 = time.perf_counter()
         trainer.train()
         return time.perf_counter() - t0, trainer.state.log_history[-2]["loss"]

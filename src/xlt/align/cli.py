@@ -217,12 +217,14 @@ def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
     """
     from xlt.io import write_json
 
+    tmp = out / ".final.tmp"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every process: DeepSpeed ZeRO-3 gathers the weights here
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     for item in tmp.iterdir():
         target = out / item.name
