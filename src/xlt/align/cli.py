@@ -168,6 +168,8 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
 
+        transformers.set_seed(cfg.seed)  # the LoRA A matrices are drawn now, before the Trainer seeds
+
         targets = cfg.lora_target_modules or default_target_modules(model)
         check_target_modules(model, targets)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
