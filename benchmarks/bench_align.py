@@ -11,7 +11,8 @@
    batch: A) ``AlignTrainer`` with the SFT preset (what ``xlt train sft`` runs), B) a plain
    ``transformers.Trainer`` on the same tokenised rows and collator.
 
-A and B alternate within each repeat; medians over repeats are reported with their ratio A / B.
+A and B alternate within each repeat (the tiny model gets three times the repeats: its steps are
+short and noisier); medians over repeats are reported with their ratio A / B.
 
     python benchmarks/bench_align.py [--repeats 7] [--device cpu|cuda] [--only layers|sft] [--threads 1]
 """
@@ -82,7 +83,8 @@ def bench_layers(device: str, repeats: int) -> list[dict]:
             for fn in (run_a, run_b, run_a, run_b):  # warm-up
                 fn()
             times = {"A": [], "B": []}
-            for _ in range(repeats):
+            rounds = repeats * 3 if size == "tiny" else repeats  # tiny steps are short and noisier
+            for _ in range(rounds):
                 for name, fn in (("A", run_a), ("B", run_b)):
                     _sync(device)
                     t0 = time.perf_counter()
