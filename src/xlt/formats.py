@@ -223,19 +223,19 @@ def iter_rows(source: str | os.PathLike) -> Iterator[tuple[dict[str, int], Any]]
     if suffix == ".parquet":
         yield from _iter_parquet_rows(path)
     elif suffix in (".jsonl", ".json", ".ndjson"):
-        yield from _iter_json_rows(path)
+        yield from _iter_json_rows(path, may_be_array=suffix == ".json")
     else:
         raise DataError(f"unsupported file type {suffix or '(none)'!r} "
                         "(expected .jsonl, .json, .parquet, optionally .gz)", path=path)
 
 
-def _iter_json_rows(path: Path) -> Iterator[tuple[dict[str, int], Any]]:
+def _iter_json_rows(path: Path, may_be_array: bool) -> Iterator[tuple[dict[str, int], Any]]:
     try:
         with _open_text(path) as handle:
             # A .json file may hold one array or be JSON Lines; peek at the first character.
             head = handle.read(4096)
             stripped = head.lstrip()
-            if stripped.startswith("["):
+            if may_be_array and stripped.startswith("["):
                 text = head + handle.read()
                 try:
                     rows = json.loads(text)
@@ -245,7 +245,7 @@ def _iter_json_rows(path: Path) -> Iterator[tuple[dict[str, int], Any]]:
                 for k, row in enumerate(rows, 1):
                     yield {"item": k}, row
                 return
-            lines = itertools_chain_head(head, handle)
+            lines = _lines(head, handle)
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
@@ -264,13 +264,16 @@ def _iter_json_rows(path: Path) -> Iterator[tuple[dict[str, int], Any]]:
         raise DataError(f"cannot read: {exc}", path=path) from None
 
 
-def itertools_chain_head(head: str, handle) -> Iterator[str]:
-    """Lines of ``head + rest-of-handle``, without reading the whole file into memory."""
+def _lines(head: str, handle) -> Iterator[str]:
+    """Lines of ``head`` followed by the rest of ``handle``, read in 1 MiB chunks."""
     buffered = head
-    for chunk in iter(lambda: handle.read(1 << 20), ""):
-        buffered += chunk
+    while True:
         *complete, buffered = buffered.split("\n")
         yield from complete
+        chunk = handle.read(1 << 20)
+        if not chunk:
+            break
+        buffered += chunk
     if buffered:
         yield buffered
 

@@ -1,0 +1,110 @@
+"""What every xlt trainer shares: stopping on a non-finite loss, checkpointing on SIGTERM,
+finding the checkpoint to resume from.
+
+Long jobs on shared clusters get pre-empted (SIGTERM, then SIGKILL a little later) and sometimes
+diverge. The promises (``docs/reliability.md``):
+
+* a NaN or inf loss stops training with a message naming the optimizer step, before that
+  step's update is applied, so the last checkpoint on disk is the last good state;
+* SIGTERM makes the trainer finish the current step, save a checkpoint and exit;
+* ``--resume_from_checkpoint`` (a path, or ``true`` for the newest checkpoint in
+  ``output_dir``) continues a killed run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+from pathlib import Path
+
+from xlt.errors import ConfigError, XltError
+
+
+class NonFiniteLossError(XltError):
+    """The training loss became NaN or infinite."""
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The ``checkpoint-N`` directory with the largest N in ``output_dir``, or None."""
+    directory = Path(output_dir)
+    if not directory.is_dir():
+        return None
+    found = []
+    for child in directory.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if match and child.is_dir() and (child / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), child))
+    return max(found)[1] if found else None
+
+
+def resolve_resume(value: str | bool | None, output_dir: str | os.PathLike) -> str | None:
+    """Turn a ``--resume_from_checkpoint`` value into a checkpoint path (or None).
+
+    ``true`` / ``auto`` pick the newest checkpoint in ``output_dir``; a path must exist.
+    """
+    if value in (None, False, "", "false", "False", "no"):
+        return None
+    if value in (True, "true", "True", "auto", "yes"):
+        found = last_checkpoint(output_dir)
+        if found is None:
+            raise ConfigError(f"--resume_from_checkpoint: no checkpoint-N directory in {output_dir}")
+        return str(found)
+    path = Path(str(value))
+    if not (path / "trainer_state.json").is_file():
+        raise ConfigError(f"--resume_from_checkpoint: {path} is not a checkpoint directory "
+                          "(no trainer_state.json)")
+    return str(path)
+
+
+class GuardedTrainerMixin:
+    """Mix into a ``transformers.Trainer`` subclass (before it) to stop on a non-finite loss.
+
+    The check runs after the backward pass and before the optimizer step, so the bad update is
+    never applied and no checkpoint is written after it.
+    """
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        value = float(loss.detach().float().mean()) if loss is not None else 0.0
+        if not math.isfinite(value):
+            step = self.state.global_step + 1
+            saved = last_checkpoint(self.args.output_dir)
+            where = f"; the last good checkpoint is {saved}" if saved else "; no checkpoint was saved yet"
+            raise NonFiniteLossError(f"training loss became {value} at optimizer step {step}{where} "
+                                     "(lower the learning rate, or check the data)")
+        return loss
+
+
+def graceful_stop_callback(signals=(signal.SIGTERM,)):
+    """A ``TrainerCallback`` that, on SIGTERM, finishes the step, saves a checkpoint and stops."""
+    from transformers import TrainerCallback
+
+    class GracefulStopCallback(TrainerCallback):
+        def __init__(self):
+            self.received: int | None = None
+            self._previous = {}
+
+        def _handler(self, signum, frame):
+            self.received = signum
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            for sig in signals:
+                try:
+                    self._previous[sig] = signal.signal(sig, self._handler)
+                except ValueError:  # not the main thread: leave signals alone
+                    pass
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.received is not None:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def on_train_end(self, args, state, control, **kwargs):
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous)
+            self._previous.clear()
+
+    return GracefulStopCallback()
