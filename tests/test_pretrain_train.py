@@ -44,6 +44,7 @@ def test_presets_follow_the_paper():
     assert small.tie_word_embeddings is False and small.resid_pdrop == 0.0
 
 
+@pytest.mark.slow
 def test_training_uses_the_reference_lr_and_language_schedule(world, tmp_path):
     config = _config(world, tmp_path / "run", language_schedule="0.5_0.1", max_steps=12)
     stores = [tokenize_corpus(config.corpus, world["tokenizer"], tmp_path / "cache")]
@@ -135,6 +136,7 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys, extra, message):
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_probability_and_empty_corpus_in_a_subprocess(world, tmp_path, xlt_cli):
     result = xlt_cli("pretrain", "--corpus", world["corpus"], "--tokenizer", world["root"] / "tok",
                      "--output_dir", tmp_path / "o", "--max_steps", "2", "--n_clones", "1",

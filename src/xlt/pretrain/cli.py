@@ -21,9 +21,10 @@ def _finished(path: Path) -> bool:
 
 
 def _last_checkpoint(path: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    from xlt.training import last_checkpoint
 
-    return get_last_checkpoint(str(path)) if path.is_dir() else None
+    found = last_checkpoint(path)
+    return str(found) if found else None
 
 
 def pretrain_command(argv: list[str], prog: str) -> int:
@@ -35,16 +36,15 @@ def pretrain_command(argv: list[str], prog: str) -> int:
 
     (config,) = parse_dataclasses([PretrainConfig], argv, prog=prog, description=DESCRIPTION)
     out = Path(config.output_dir)
-    resume = config.resume_from_checkpoint
-    if resume in ("last", "true", "True"):
-        resume = _last_checkpoint(out)
-        if resume is None:
-            raise ConfigError(f"{out}: no checkpoint to resume from")
+    from xlt.training import resolve_resume
+
+    value = config.resume_from_checkpoint
+    resume = resolve_resume("true" if value == "last" else value, out)
     if out.exists() and _finished(out) and not config.overwrite and not resume:
         raise OutputExistsError(out)
     if out.exists() and not resume and _last_checkpoint(out) and not config.overwrite:
         raise ConfigError(f"{out}: holds checkpoints of an unfinished run; pass "
-                          "--resume_from_checkpoint last to continue it or --overwrite to start over")
+                          "--resume_from_checkpoint true to continue it or --overwrite to start over")
 
     tokenizer = load_tokenizer(config.tokenizer)
     tokenizer_l2 = load_tokenizer(config.tokenizer_l2) if config.tokenizer_l2 else None
