@@ -148,3 +148,19 @@ def test_cli_bad_probability_and_empty_corpus_in_a_subprocess(world, tmp_path, x
 
     assert main(["pretrain", "--corpus", str(world["empty"]), "--tokenizer", str(world["root"] / "tok"),
                  "--output_dir", str(tmp_path / "o"), "--max_steps", "2", "--n_clones", "1"]) == 2
+
+
+def test_yaml_config_with_command_line_overrides(world, tmp_path):
+    from xlt.config import parse_dataclasses
+
+    yaml_file = tmp_path / "pretrain.yaml"
+    yaml_file.write_text(f"corpus: [{world['corpus']}]\ntokenizer: {world['root'] / 'tok'}\n"
+                         f"output_dir: {tmp_path / 'o'}\nmax_steps: 100\nn_clones: 1\np_clone: 0.1\n"
+                         "language_schedule: 0.1_0.9\n", encoding="utf-8")
+    (config,) = parse_dataclasses([PretrainConfig], ["--config", str(yaml_file), "--max_steps", "40"],
+                                  prog="xlt pretrain")
+    assert config.max_steps == 40 and config.p_clone == 0.1 and config.mode == "cloned"
+    assert config.schedule().p_at(19) == 0.1 and config.schedule().p_at(20) == 0.9
+    assert config.learning_rate == 6e-4 and config.adam_beta2 == 0.95 and config.max_grad_norm == 0.0
+    with pytest.raises(ConfigError, match="starts at 0.1 but the given probability is 0.3"):
+        parse_dataclasses([PretrainConfig], ["--config", str(yaml_file), "--p_clone", "0.3"], prog="xlt pretrain")
