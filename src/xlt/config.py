@@ -124,3 +124,30 @@ def require_probability(name: str, value: float) -> None:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+def used_options(data, training_args, *, drop=("resume_from_checkpoint", "overwrite")) -> dict:
+    """Every option value of a run, keyed by option name: a file ``--config`` accepts again.
+
+    ``data`` is a plain options dataclass, ``training_args`` a ``TrainingArguments`` subclass
+    (its ``to_dict`` masks secrets such as hub tokens as ``<...>``; those are left out). Options
+    that only make sense for one invocation (``drop``) are removed.
+    """
+    import json
+
+    values = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    raw = training_args.to_dict()
+    for f in dataclasses.fields(training_args):
+        if not f.init or f.name not in raw or f.name.startswith("_"):
+            continue
+        value = raw[f.name]
+        if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
+            continue  # a masked secret
+        try:
+            json.dumps(value)
+        except TypeError:
+            value = str(value)
+        values[f.name] = value
+    for key in drop:
+        values.pop(key, None)
+    return values

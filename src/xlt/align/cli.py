@@ -8,13 +8,12 @@ the command line.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xlt.config import used_options
 from xlt.errors import ConfigError, OutputExistsError
 
 DATA_FORMATS = ("auto", "xlt", "mid-align", "afp")
@@ -236,24 +235,6 @@ def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
         os.replace(item, target)
     shutil.rmtree(tmp, ignore_errors=True)
     write_json(out / "log_history.json", trainer.state.log_history)
-    write_json(out / "train_config.json", used_config(data, cfg))
+    write_json(out / "train_config.json", used_options(data, cfg))
 
 
-def used_config(data, cfg) -> dict:
-    """Every option value of the run, keyed by option name (a valid ``--config`` file)."""
-    values = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
-    raw = cfg.to_dict()
-    for f in dataclasses.fields(cfg):
-        if not f.init or f.name not in raw or f.name.startswith("_"):
-            continue
-        value = raw[f.name]
-        if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
-            continue  # masked secrets (hub tokens)
-        try:
-            json.dumps(value)
-        except TypeError:
-            value = str(value)
-        values[f.name] = value
-    values.pop("resume_from_checkpoint", None)
-    values.pop("overwrite", None)
-    return values

@@ -101,7 +101,7 @@ def _model_inputs(args, model_path: str, model) -> tuple[list[tuple], str, dict]
         inputs = [(list(a), list(b)) for a, b in raw if min(len(a), len(b)) >= max(args.min_len, 2)]
     inputs = inputs[:args.n_inputs]
     if not inputs:
-        raise DataError(f"no parallel input of at least 2 tokens per side",
+        raise DataError("no parallel input of at least 2 tokens per side",
                         path=args.text or args.pairs)
     limit = args.max_len or getattr(model.config, "n_positions", None) or \
         getattr(model.config, "max_position_embeddings", None)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xlt.config import used_options
 from xlt.errors import ConfigError, ModelError, OutputExistsError
 
 
@@ -179,26 +178,9 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule) -> None:
         with atomic_file(out / "pruning_report.png", mode="wb") as handle:
             figure.savefig(handle, format="png", dpi=120)
     write_json(out / "log_history.json", trainer.state.log_history)
-    write_json(out / "train_config.json", _used_config(data, cfg))
+    write_json(out / "train_config.json", used_options(data, cfg))
 
 
-def _used_config(data, cfg) -> dict:
-    values = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
-    raw = cfg.to_dict()
-    for f in dataclasses.fields(cfg):
-        if not f.init or f.name not in raw or f.name.startswith("_"):
-            continue
-        value = raw[f.name]
-        if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
-            continue
-        try:
-            json.dumps(value)
-        except TypeError:
-            value = str(value)
-        values[f.name] = value
-    for key in ("resume_from_checkpoint", "overwrite"):
-        values.pop(key, None)
-    return values
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def peft_config_from_dict(config: dict):
 
 def attach_adapter(model, adapter: AdapterState, *, adapter_name: str = "default"):
     """Wrap ``model`` in a PEFT model carrying ``adapter`` (in memory, eval mode)."""
-    from peft import get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model
 
     config = peft_config_from_dict(adapter.config)
     config.inference_mode = True
