@@ -174,3 +174,13 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_options_accept_both_spellings():
+    from xlt.config import ArgumentParser
+
+    parser = ArgumentParser(prog="t")
+    parser.add_argument("--output-dir")
+    parser.add_argument("--max_steps", type=int)
+    args = parser.parse_args(["--output_dir", "o", "--max-steps", "3"])
+    assert (args.output_dir, args.max_steps) == ("o", 3)

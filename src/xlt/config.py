@@ -24,6 +24,19 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def add_argument(self, *names, **kwargs):
+        """Accept ``--foo_bar`` wherever ``--foo-bar`` is an option (and the reverse), as the
+        trainer commands do through HfArgumentParser: either spelling works everywhere."""
+        extra = []
+        for name in names:
+            if name.startswith("--"):
+                body = name[2:]
+                for alias in ("--" + body.replace("-", "_"), "--" + body.replace("_", "-")):
+                    if alias != name and alias not in names and alias not in extra \
+                            and alias not in self._option_string_actions:
+                        extra.append(alias)
+        return super().add_argument(*names, *extra, **kwargs)
+
     def error(self, message: str):  # noqa: D102 - argparse API
         raise ConfigError(f"{self.prog}: {message}")
 
