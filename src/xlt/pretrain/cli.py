@@ -82,7 +82,8 @@ def pretrain_command(argv: list[str], prog: str) -> int:
     options = config.to_dict()
     write_json(tmp / "pretrain_config.json", {"method": config.method_options(), "trainer": options})
     write_json(tmp / "train_log.json", trainer.state.log_history)
-    for item in sorted(tmp.iterdir()):
+    # languages.json (what marks a finished run) goes last
+    for item in sorted(tmp.iterdir(), key=lambda p: (p.name == "languages.json", p.name)):
         target = out / item.name
         if target.is_dir():
             shutil.rmtree(target)
