@@ -1,0 +1,55 @@
+"""Run ``xlt`` with its writer slowed down mid-write, so a test can kill it there.
+
+usage: python _reliability_slow_writer.py {merge|synth} MARKER xlt-argv...
+
+``merge``: after the adapter weights are written into the temporary directory (its config not
+yet), touch MARKER and sleep. ``synth``: after the third data file is written, the same.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def _stall(marker: str) -> None:
+    Path(marker).write_text("writing", encoding="utf-8")
+    time.sleep(300)
+
+
+def main() -> int:
+    mode, marker, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if mode == "merge":
+        import safetensors.torch
+
+        original = safetensors.torch.save_file
+
+        def slow_save_file(*args, **kwargs):
+            original(*args, **kwargs)
+            _stall(marker)
+
+        safetensors.torch.save_file = slow_save_file
+    elif mode == "synth":
+        import xlt.synth.writer as writer
+
+        original = writer.write_jsonl
+        calls = []
+
+        def slow_write_jsonl(*args, **kwargs):
+            result = original(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 3:
+                _stall(marker)
+            return result
+
+        writer.write_jsonl = slow_write_jsonl
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    from xlt.cli import main as xlt_main
+
+    return xlt_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
