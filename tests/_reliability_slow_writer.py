@@ -1,9 +1,11 @@
 """Run ``xlt`` with its writer slowed down mid-write, so a test can kill it there.
 
-usage: python _reliability_slow_writer.py {merge|synth} MARKER xlt-argv...
+usage: python _reliability_slow_writer.py {merge|synth|train} MARKER xlt-argv...
 
 ``merge``: after the adapter weights are written into the temporary directory (its config not
 yet), touch MARKER and sleep. ``synth``: after the third data file is written, the same.
+``train``: each training step sleeps 0.25 s first (MARKER is touched at start), so a test can
+signal the process between checkpoints.
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ def main() -> int:
             return result
 
         writer.write_jsonl = slow_write_jsonl
+    elif mode == "train":  # every optimizer step takes a moment more; nothing else changes
+        import transformers
+
+        original_step = transformers.Trainer.training_step
+
+        def slow_training_step(self, *args, **kwargs):
+            time.sleep(0.25)
+            return original_step(self, *args, **kwargs)
+
+        transformers.Trainer.training_step = slow_training_step
+        Path(marker).write_text("training", encoding="utf-8")
     else:
         raise SystemExit(f"unknown mode {mode}")
     from xlt.cli import main as xlt_main

@@ -61,6 +61,11 @@ def pretrain_command(argv: list[str], prog: str) -> int:
 
     trainer, summary = pretrain(config, stores, language_map, tokenizer=tokenizer,
                                 resume_from_checkpoint=resume)
+    from xlt.training import report_signal_stop
+
+    stopped = report_signal_stop(trainer, prog)
+    if stopped is not None:  # pre-empted: a checkpoint, no final output
+        return stopped
 
     # Write the final artefacts into a temporary folder, then move them into place.
     tmp = out / ".final.tmp"
