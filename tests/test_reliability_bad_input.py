@@ -199,7 +199,8 @@ def test_bad_input_in_process(case_id, template, expect, workspace, tmp_path, ca
 
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    out = out_parent / "result"
+    # a missing parent directory, too: a failed command must not leave it behind either
+    out = out_parent / "missing-parent" / "result"
     before = {"out": listing(out_parent), "ws": listing(workspace["root"])}
     capsys.readouterr()
     status = main(_argv(template, workspace, out))

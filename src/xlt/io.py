@@ -76,14 +76,32 @@ def clean_stale(path: str | Path) -> list[Path]:
 
 
 def check_output(path: str | Path, overwrite: bool) -> Path:
-    """Fail early (before any work) if ``path`` exists and may not be replaced."""
+    """Fail early (before any work) if ``path`` exists and may not be replaced.
+
+    Creates nothing: the writers (:func:`atomic_dir`, :func:`atomic_file`) make missing parent
+    directories when they write, and remove them again if the write fails.
+    """
     path = Path(path)
     clean_stale(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parents of ``path``; return them, outermost first."""
+    missing = [p for p in reversed(path.parents) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove directories made by :func:`_make_parents` that are still empty, innermost first."""
+    for directory in reversed(directories):
+        try:
+            directory.rmdir()
+        except OSError:
+            break
 
 
 @contextlib.contextmanager
@@ -95,12 +113,14 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     is in place, so a crash leaves either the old or the new state.
     """
     path = check_output(path, overwrite)
+    made = _make_parents(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     _ordinary_permissions(tmp, directory=True)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
     old = None
     if path.exists():
@@ -119,6 +139,7 @@ def atomic_file(path: str | Path, overwrite: bool = True, mode: str = "w",
                 encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temporary sibling for writing; on success rename it onto ``path``."""
     path = check_output(path, overwrite)
+    made = _make_parents(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     os.close(fd)
     _ordinary_permissions(Path(tmp), directory=False)
@@ -130,6 +151,7 @@ def atomic_file(path: str | Path, overwrite: bool = True, mode: str = "w",
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_empty(made)
         raise
 
 
