@@ -124,7 +124,7 @@ class AlignConfig(TrainingArguments):
 
 @dataclass
 class SFTConfig(AlignConfig):
-    """Task fine-tuning only: mid-align's baseline (mid-align.md §1.5: LoRA r 8, alpha 16, dropout
+    """Task fine-tuning only: mid-align's baseline (the mid-align reference: LoRA r 8, alpha 16, dropout
     0.1 on q,k,v,o,gate,up,down; lr 5e-4, inverse_sqrt, warmup ratio 0.03, weight decay 0;
     5 epochs at batch 32 x 4 in the paper)."""
 
@@ -138,7 +138,7 @@ class SFTConfig(AlignConfig):
 
 @dataclass
 class MidAlignConfig(SFTConfig):
-    """Middle-layer alignment (Liu & Niehues, ACL 2025; mid-align.md §1.2-1.5).
+    """Middle-layer alignment (Liu & Niehues, ACL 2025; the mid-align reference).
 
     Alignment at the middle decoder block (layer 16 of Llama-3-8B's 32; ``None`` = num_layers // 2),
     masked-mean pooling of the raw sentence (BOS included), one-directional InfoNCE with
@@ -161,7 +161,7 @@ class MidAlignConfig(SFTConfig):
 
 @dataclass
 class AFPConfig(AlignConfig):
-    """AFP (Li et al., NAACL 2024; afp.md §1.2, §1.4).
+    """AFP (Li et al., NAACL 2024; the AFP reference).
 
     ``1.0 * InfoNCE + 1.5 * CLM`` on every step; InfoNCE on the last real token of decoder
     block 1, τ = 0.05, sent0 (the pivot / source language) as anchors, candidates gathered

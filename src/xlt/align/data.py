@@ -10,7 +10,7 @@ Inputs are plain Python records (the CLI reads the files):
 
 Tokenisation follows the references: a task text is ``prompt + completion`` tokenised as one
 string with the tokenizer's default special tokens; the prompt's tokens (the longest common
-prefix of the tokenisations of ``prompt + completion`` and of ``prompt``, afp.md §1.2) are
+prefix of the tokenisations of ``prompt + completion`` and of ``prompt``, the AFP reference) are
 masked out of the labels. A pair side is the raw sentence with the tokenizer's default special
 tokens (BOS for Llama-3, ``</s>`` for XGLM, nothing for Qwen), no template, no EOS.
 """
@@ -105,7 +105,7 @@ def reference_row(row: Any, fmt: str, *, path=None, line=None, item=None) -> tup
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token lists (afp.md §1.2, C3)."""
+    """Length of the longest common prefix of two token lists (the AFP reference, C3)."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -148,7 +148,7 @@ class AlignDataset(torch.utils.data.Dataset):
     """Rows that carry a task example, a pair, or both.
 
     With both kinds, row ``i`` holds task example ``i`` and pair ``i`` (the reference's combined
-    rows; mid-align.md §1.3). When the two lists differ in length, the shorter one is cycled
+    rows; the mid-align reference). When the two lists differ in length, the shorter one is cycled
     through seeded permutations up to the length of the longer one, so every example and every
     pair is used at least once per epoch. ``pairs`` keeps the distinct tokenised pairs (used for
     retrieval accuracy).
@@ -213,7 +213,7 @@ def _pad(seqs: list[list[int]], value: int, multiple: int | None) -> torch.Tenso
 
 def pack_documents(docs: Sequence[Sequence[int]], prompt_lengths: Sequence[int], block_size: int,
                    *, bos_token_id: int | None, eos_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """AFP's packing (afp.md §1.2, C4): ``(input_ids, labels)`` of shape ``(rows, block)``.
+    """AFP's packing (the AFP reference, C4): ``(input_ids, labels)`` of shape ``(rows, block)``.
 
     The documents are concatenated in order. Labels are the tokens at positions ``>= p`` of each
     document and every BOS / EOS token, else -100. A total of at least ``block_size`` tokens is cut

@@ -57,7 +57,7 @@ def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, temperature: float
     ``S[i, j] = cos(anchors[i], candidates[j]) / temperature`` and the loss is the mean over
     anchors of ``cross_entropy(S[i], i)``: the matching candidate is the target, the other
     candidates of the batch are the negatives. This is the one-directional form both papers use
-    (mid-align.md §1.2: side 0 anchors, τ = 0.1; afp.md §1.2: sent0 anchors, τ = 0.05).
+    (the mid-align reference: side 0 anchors, τ = 0.1; the AFP reference: sent0 anchors, τ = 0.05).
 
     Args:
         anchors: ``(batch, dim)``.

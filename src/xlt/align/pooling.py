@@ -6,8 +6,8 @@ import torch
 
 from xlt.errors import ConfigError
 
-#: ``mean``: mid-align's default (every non-pad token, BOS included, mid-align.md §1.2);
-#: ``last``: AFP's ``last-k`` pooler (afp.md §1.2); ``first``: mid-align's ``bos`` option.
+#: ``mean``: mid-align's default (every non-pad token, BOS included, the mid-align reference);
+#: ``last``: AFP's ``last-k`` pooler (the AFP reference); ``first``: mid-align's ``bos`` option.
 POOLING_METHODS = ("mean", "last", "first")
 
 

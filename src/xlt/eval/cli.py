@@ -381,19 +381,3 @@ def lm_eval_command(argv: list[str], prog: str) -> int:
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
-
-# --------------------------------------------------------------------------------------------
-# Commands of this package that live elsewhere in builds that have them (translation scoring,
-# perplexity): here they report that they are not available, as the dispatcher does.
-
-
-def mt_command(argv: list[str], prog: str) -> int:
-    from xlt.errors import XltError
-
-    raise XltError(f"{prog}: not available in this version of xlt")
-
-
-def ppl_command(argv: list[str], prog: str) -> int:
-    from xlt.errors import XltError
-
-    raise XltError(f"{prog}: not available in this version of xlt")
