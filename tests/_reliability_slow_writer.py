@@ -4,8 +4,8 @@ usage: python _reliability_slow_writer.py {merge|synth|train} MARKER xlt-argv...
 
 ``merge``: after the adapter weights are written into the temporary directory (its config not
 yet), touch MARKER and sleep. ``synth``: after the third data file is written, the same.
-``train``: each training step sleeps 0.25 s first (MARKER is touched at start), so a test can
-signal the process between checkpoints.
+``train``: each training step writes MARKER and sleeps 0.25 s first, so a test knows training
+is under way and can signal the process between checkpoints.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ def main() -> int:
         original_step = transformers.Trainer.training_step
 
         def slow_training_step(self, *args, **kwargs):
+            # MARKER: a step is under way, so the trainer's signal handlers are installed
+            Path(marker).write_text(f"step {self.state.global_step + 1}", encoding="utf-8")
             time.sleep(0.25)
             return original_step(self, *args, **kwargs)
 
         transformers.Trainer.training_step = slow_training_step
-        Path(marker).write_text("training", encoding="utf-8")
     else:
         raise SystemExit(f"unknown mode {mode}")
     from xlt.cli import main as xlt_main
