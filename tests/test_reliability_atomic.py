@@ -21,8 +21,9 @@ SRC = HERE.parent / "src"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_llama_dir):
-    return build_workspace(tmp_path_factory.mktemp("atomic-ws"), Path(tiny_llama_dir))
+def workspace(tmp_path_factory, tiny_llama_dir, tiny_model_dir):
+    return build_workspace(tmp_path_factory.mktemp("atomic-ws"), Path(tiny_llama_dir),
+                           m2m_dir=Path(tiny_model_dir("m2m100")))
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -163,6 +164,9 @@ EXISTING = [
     ("lslo export", "lslo export --adapter {lora_a} --src qaa --tgt qab --out {out}"),
     ("train sft", "train sft --model {model} --train_file {task} --output_dir {out} --max_steps 1"),
     ("eval ppl", "eval ppl --model {model} --corpus {corpus} --output {out}"),
+    ("train lslo", "train lslo --model {m2m} --train_file {nllb_pairs} --output_dir {out} --max_steps 1"),
+    ("pretrain", "pretrain --corpus {corpus} --tokenizer {model} --output_dir {out} --max_steps 1 "
+     "--preset tiny --seq_len 16"),
 ]
 
 

@@ -35,6 +35,8 @@ CASES: list[tuple[str, str, list[str]]] = [
      "--max_steps 2", ["seq_len"]),
     ("pretrain-bad-schedule", "pretrain --output_dir {out} --corpus {corpus} --tokenizer {model} "
      "--n_clones 2 --language_schedule abc --max_steps 2", ["schedule", "abc"]),
+    ("pretrain-corpus-too-short", "pretrain --output_dir {out} --corpus {corpus} --tokenizer {model} --max_steps 2 --preset tiny",
+     ["corpus.txt", "fewer than one training window"]),
     ("pretrain-latin1-corpus", "pretrain --output_dir {out} --corpus {latin1_txt} --tokenizer {model} --max_steps 2",
      ["latin1.txt", "utf-8"]),
     # --- train sft / mid-align / afp
