@@ -100,10 +100,45 @@ def parse_dataclasses(dataclass_types: Sequence[type], argv: Sequence[str], *, p
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
         kwargs = {k: v for k, v in vars(namespace).items() if k in names}
         try:
-            outputs.append(dtype(**kwargs))
+            instance = dtype(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{prog}: {str(exc).strip().splitlines()[0]}") from None
+        check_training_arguments(instance)
+        outputs.append(instance)
     return tuple(outputs)
+
+
+def check_training_arguments(args) -> None:
+    """Refuse absurd values of the shared ``TrainingArguments`` fields before any work.
+
+    transformers accepts a negative batch size or a NaN learning rate and fails much later
+    (in the data loader or the optimizer) with an error that names neither the option nor the
+    value. Objects that are not ``TrainingArguments`` are left alone.
+    """
+    try:
+        from transformers import TrainingArguments
+    except ImportError:  # pragma: no cover
+        return
+    if not isinstance(args, TrainingArguments):
+        return
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                 "gradient_accumulation_steps"):
+        value = getattr(args, name, None)
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ConfigError(f"--{name} must be an integer >= 1, got {value}")
+    for name in ("learning_rate", "weight_decay", "max_grad_norm", "num_train_epochs",
+                 "warmup_steps", "adam_epsilon"):
+        value = getattr(args, name, None)
+        if value is not None:
+            require_positive(f"--{name}", value, allow_zero=True)
+    for name in ("adam_beta1", "adam_beta2"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and 0.0 <= value < 1.0):
+            raise ConfigError(f"--{name} must be in [0, 1), got {value}")
+    for name in ("save_steps", "logging_steps", "eval_steps"):
+        value = getattr(args, name, None)
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"--{name} must be > 0, got {value}")
 
 
 def _pop_config(argv: list[str]) -> str | None:

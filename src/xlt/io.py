@@ -2,6 +2,12 @@
 
 A reader never sees a half-written file or directory: either the old state or the new one.
 An existing output is replaced only when ``overwrite=True``.
+
+Temporaries are hidden siblings named ``.NAME.tmp-PID-XXXX`` (PID: the writing process); a
+replaced directory is moved aside to ``.NAME.old-PID`` until the new one is in place. A process
+killed mid-write (SIGKILL, power loss) leaves them behind; the next write of the same NAME
+removes those whose process is gone, and puts ``.NAME.old-PID`` back in place if the kill fell
+between the two renames (so NAME shows its old state, never nothing and never a mix).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,14 +35,73 @@ def _ordinary_permissions(path: Path, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def check_output(path: str | Path, overwrite: bool) -> Path:
-    """Fail early (before any work) if ``path`` exists and may not be replaced."""
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def clean_stale(path: str | Path) -> list[Path]:
+    """Remove the temporaries of writers of ``path`` that were killed; return what was removed.
+
+    ``.NAME.tmp-PID-*`` of a dead PID are deleted. ``.NAME.old-PID`` of a dead PID is moved
+    back to NAME when NAME is missing (a kill between the two renames of :func:`atomic_dir`),
+    deleted otherwise. Temporaries of live processes (a concurrent writer) are left alone.
+    """
     path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    pattern = re.compile(r"\." + re.escape(path.name) + r"\.(tmp|old)-(\d+)(?:-.*)?")
+    removed = []
+    for sibling in sorted(parent.iterdir()):
+        match = pattern.fullmatch(sibling.name)
+        if not match or _alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not os.path.lexists(path):
+            os.replace(sibling, path)
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+        removed.append(sibling)
+    return removed
+
+
+def check_output(path: str | Path, overwrite: bool) -> Path:
+    """Fail early (before any work) if ``path`` exists and may not be replaced.
+
+    Creates nothing: the writers (:func:`atomic_dir`, :func:`atomic_file`) make missing parent
+    directories when they write, and remove them again if the write fails.
+    """
+    path = Path(path)
+    clean_stale(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(path)
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parents of ``path``; return them, outermost first."""
+    missing = [p for p in reversed(path.parents) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove directories made by :func:`_make_parents` that are still empty, innermost first."""
+    for directory in reversed(directories):
+        try:
+            directory.rmdir()
+        except OSError:
+            break
 
 
 @contextlib.contextmanager
@@ -47,12 +113,14 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     is in place, so a crash leaves either the old or the new state.
     """
     path = check_output(path, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    made = _make_parents(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     _ordinary_permissions(tmp, directory=True)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
     old = None
     if path.exists():
@@ -71,7 +139,8 @@ def atomic_file(path: str | Path, overwrite: bool = True, mode: str = "w",
                 encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temporary sibling for writing; on success rename it onto ``path``."""
     path = check_output(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    made = _make_parents(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     os.close(fd)
     _ordinary_permissions(Path(tmp), directory=False)
     try:
@@ -82,6 +151,7 @@ def atomic_file(path: str | Path, overwrite: bool = True, mode: str = "w",
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_empty(made)
         raise
 
 

@@ -6,7 +6,9 @@ diverge. The promises (``docs/reliability.md``):
 
 * a NaN or inf loss stops training with a message naming the optimizer step, before that
   step's update is applied, so the last checkpoint on disk is the last good state;
-* SIGTERM makes the trainer finish the current step, save a checkpoint and exit;
+* SIGTERM makes the trainer finish the current step, save a checkpoint and exit; the command
+  then writes no final output (the run is not finished) and exits with status 143 (128 +
+  SIGTERM), naming the checkpoint to resume from (:func:`report_signal_stop`);
 * ``--resume_from_checkpoint`` (a path, or ``true`` for the newest checkpoint in
   ``output_dir``) continues a killed run.
 """
@@ -108,3 +110,26 @@ def graceful_stop_callback(signals=(signal.SIGTERM,)):
             self._previous.clear()
 
     return GracefulStopCallback()
+
+
+def stop_signal(trainer) -> int | None:
+    """The signal that stopped ``trainer.train()`` through :func:`graceful_stop_callback`, or None."""
+    for callback in getattr(trainer.callback_handler, "callbacks", []):
+        if type(callback).__name__ == "GracefulStopCallback" and callback.received is not None:
+            return int(callback.received)
+    return None
+
+
+def report_signal_stop(trainer, prog: str) -> int | None:
+    """After ``trainer.train()``: if a signal stopped it, say so on stderr and return the exit
+    status (128 + signal number) the command should end with; None when training finished."""
+    import sys
+
+    received = stop_signal(trainer)
+    if received is None:
+        return None
+    saved = last_checkpoint(trainer.args.output_dir)
+    name = signal.Signals(received).name
+    print(f"{prog}: stopped by {name} after step {trainer.state.global_step}; checkpoint saved to {saved}; "
+          "continue with --resume_from_checkpoint true", file=sys.stderr, flush=True)
+    return 128 + received

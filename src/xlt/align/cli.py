@@ -207,6 +207,11 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         print(f"{prog}: {len(tasks)} task examples, {len(pairs)} pairs -> {len(train_ds)} rows{layer}; "
               f"{'LoRA' if cfg.use_lora else 'full fine-tuning'}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
+    from xlt.training import report_signal_stop
+
+    stopped = report_signal_stop(trainer, prog)
+    if stopped is not None:  # pre-empted: a checkpoint, no final output
+        return stopped
     _save(trainer, tokenizer, data, cfg, out)
     return 0
 

@@ -75,6 +75,10 @@ def _model_inputs(args, model_path: str, model) -> tuple[list[tuple], str, dict]
         language_map.index(lang_b)
     elif args.languages and language_map is not None:
         raise ConfigError(f"{model_path}: has one language ({language_map.names[0]}), cannot compare two")
+    elif args.languages:
+        raise ConfigError(f"--languages {' '.join(args.languages)}: {model_path} has no languages.json "
+                          "(only models pre-trained by 'xlt pretrain' with several languages have "
+                          "languages to choose from); leave --languages out")
     else:
         lang_a = lang_b = None
 
@@ -133,6 +137,10 @@ def similarity_command(argv: list[str], prog: str) -> int:
     from xlt.io import atomic_dir, check_output, write_json
     from xlt.models import load_model
 
+    for name, value, low in (("--n_inputs", args.n_inputs, 1), ("--pack", args.pack, 0),
+                             ("--min_len", args.min_len, 0), ("--max_len", args.max_len, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be >= {low}, got {value}")
     check_output(args.output_dir, args.overwrite)
     labels = args.label or [Path(m).name or m for m in args.model]
     if len(labels) != len(args.model):

@@ -7,6 +7,7 @@ or an existing output fails in a second, and nothing is half-written.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,12 @@ def lm_eval_command(argv: list[str], prog: str) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ConfigError("--tasks is empty")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise ConfigError(f"--num-fewshot must be >= 0, got {args.num_fewshot}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and not (math.isfinite(args.limit) and args.limit > 0):
+        raise ConfigError(f"--limit must be a number > 0 (a fraction if < 1), got {args.limit}")
     _check_outputs([args.output, args.log_samples], args.overwrite)
     require_lm_eval()
     model, tokenizer = load_model_and_tokenizer(args)

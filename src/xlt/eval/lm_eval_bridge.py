@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from xlt.errors import ConfigError
+from xlt.errors import ConfigError, DataError
 
 
 def require_lm_eval():
@@ -39,10 +39,15 @@ def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | No
     if unknown:
         raise ConfigError(f"unknown lm-eval task(s) {', '.join(unknown)} (see 'lm-eval ls tasks'; "
                           "local task YAML folders go to --include-path)")
-    return simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
-                           task_manager=manager, log_samples=log_samples, random_seed=seed,
-                           numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-                           bootstrap_iters=0)
+    try:
+        return simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
+                               task_manager=manager, log_samples=log_samples, random_seed=seed,
+                               numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                               bootstrap_iters=0)
+    except ConnectionError as exc:  # the harness fetches task datasets from the Hub
+        raise DataError(f"lm-eval task(s) {', '.join(tasks)}: the dataset could not be loaded "
+                        f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+                        "download it while online first, or point --include-path at a local task") from None
 
 
 def results_table(results: dict[str, Any]) -> str:

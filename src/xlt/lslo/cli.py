@@ -125,6 +125,11 @@ def train_command(argv: list[str], prog: str) -> int:
               f"in {directions} directions -> {len(train_rows)} sampled rows (T={cfg.sampling_temperature})",
               flush=True)
     trainer.train(resume_from_checkpoint=resume)
+    from xlt.training import report_signal_stop
+
+    stopped = report_signal_stop(trainer, prog)
+    if stopped is not None:  # pre-empted: a checkpoint, no final output
+        return stopped
     _save(trainer, lslo, tokenizer, data, cfg, out, schedule)
     return 0
 

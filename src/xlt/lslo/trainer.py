@@ -10,6 +10,8 @@ models and runs the gradual pruning schedule per epoch.
 
 from __future__ import annotations
 
+import math
+
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +101,8 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
         super().__post_init__()
         if self.pruning not in PRUNING_CHOICES:
             raise ConfigError(f"pruning must be one of {', '.join(PRUNING_CHOICES)}, got {self.pruning!r}")
-        if self.sampling_temperature <= 0:
-            raise ConfigError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
+        if not math.isfinite(self.sampling_temperature) or self.sampling_temperature <= 0:
+            raise ConfigError(f"sampling_temperature must be a finite number > 0, got {self.sampling_temperature}")
         if self.pruning != "none":
             from xlt.lslo.pruning import pruning_ratio
 

@@ -241,6 +241,11 @@ def validate_adapter(state: AdapterState) -> None:
                          f"(expected one of {', '.join(SUPPORTED_TYPES)})")
     if not state.tensors:
         raise ModelError(f"{state.source}: the adapter has no tensors")
+    for key, tensor in state.tensors.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            bad = int((~tensor.isfinite()).sum())
+            raise ModelError(f"{state.source}: tensor {key} has {bad} NaN or infinite value(s); "
+                             "a merge would spread them to every output")
     if kind == "LORA":
         for flag, what in (("use_dora", "DoRA"), ("lora_bias", "LoRA bias terms")):
             if state.config.get(flag):

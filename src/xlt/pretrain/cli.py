@@ -29,10 +29,7 @@ def _last_checkpoint(path: Path) -> str | None:
 
 def pretrain_command(argv: list[str], prog: str) -> int:
     from xlt.config import parse_dataclasses
-    from xlt.io import write_json
-    from xlt.models import load_tokenizer
-    from xlt.pretrain.data import tokenize_corpus
-    from xlt.pretrain.train import PretrainConfig, build_language_map, pretrain
+    from xlt.pretrain.train import PretrainConfig
 
     (config,) = parse_dataclasses([PretrainConfig], argv, prog=prog, description=DESCRIPTION)
     out = Path(config.output_dir)
@@ -45,6 +42,28 @@ def pretrain_command(argv: list[str], prog: str) -> int:
     if out.exists() and not resume and _last_checkpoint(out) and not config.overwrite:
         raise ConfigError(f"{out}: holds checkpoints of an unfinished run; pass "
                           "--resume_from_checkpoint true to continue it or --overwrite to start over")
+    if out.exists() and not resume and not config.overwrite:
+        # only the token cache of a run that never reached a checkpoint may be reused in place
+        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "token_cache") \
+            if out.is_dir() else [out.name]
+        if others:
+            raise OutputExistsError(out)
+
+    created = [p for p in [*reversed(out.parents), out] if not p.exists()]  # outermost first
+    try:
+        return _pretrain(config, out, resume, prog)
+    except BaseException:
+        # a run that fails before its first checkpoint leaves nothing behind
+        if created and created[0].is_dir() and _last_checkpoint(out) is None:
+            shutil.rmtree(created[0], ignore_errors=True)
+        raise
+
+
+def _pretrain(config, out: Path, resume, prog: str) -> int:
+    from xlt.io import write_json
+    from xlt.models import load_tokenizer
+    from xlt.pretrain.data import tokenize_corpus
+    from xlt.pretrain.train import build_language_map, pretrain
 
     tokenizer = load_tokenizer(config.tokenizer)
     tokenizer_l2 = load_tokenizer(config.tokenizer_l2) if config.tokenizer_l2 else None
@@ -61,6 +80,11 @@ def pretrain_command(argv: list[str], prog: str) -> int:
 
     trainer, summary = pretrain(config, stores, language_map, tokenizer=tokenizer,
                                 resume_from_checkpoint=resume)
+    from xlt.training import report_signal_stop
+
+    stopped = report_signal_stop(trainer, prog)
+    if stopped is not None:  # pre-empted: a checkpoint, no final output
+        return stopped
 
     # Write the final artefacts into a temporary folder, then move them into place.
     tmp = out / ".final.tmp"
@@ -82,7 +106,8 @@ def pretrain_command(argv: list[str], prog: str) -> int:
     options = config.to_dict()
     write_json(tmp / "pretrain_config.json", {"method": config.method_options(), "trainer": options})
     write_json(tmp / "train_log.json", trainer.state.log_history)
-    for item in sorted(tmp.iterdir()):
+    # languages.json (what marks a finished run) goes last
+    for item in sorted(tmp.iterdir(), key=lambda p: (p.name == "languages.json", p.name)):
         target = out / item.name
         if target.is_dir():
             shutil.rmtree(target)

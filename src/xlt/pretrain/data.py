@@ -80,6 +80,10 @@ class TokenStore:
         files renamed into place).
         """
         prefix = Path(prefix)
+        created = []  # directories made here, removed again if the build fails
+        for parent in reversed([prefix.parent, *prefix.parent.parents]):
+            if not parent.exists():
+                created.append(parent)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
         binary = prefix.with_suffix(".bin")
@@ -118,6 +122,11 @@ class TokenStore:
             os.replace(tmp_bin, binary)
         except BaseException:
             tmp_bin.unlink(missing_ok=True)
+            for directory in reversed(created):
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
             raise
         index = prefix.with_suffix(".json")
         tmp_index = index.with_name(f".{index.name}.tmp-{os.getpid()}")
