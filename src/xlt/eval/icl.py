@@ -1,0 +1,243 @@
+"""Multilingual multiple-choice in-context evaluation (AFP's protocol, or lm-evaluation-harness's).
+
+An evaluation turns each test item into one (context, continuation) request per choice, scores
+them with a causal LM and predicts the argmax:
+
+* **Demonstrations**: ``k`` items of the prompt language's dev split, the same for every test
+  item of a (task, language, k, seed): the dev items are shuffled with ``random.Random(seed)``
+  and the first ``k`` taken (the reference's rule). A template task writes each as its
+  demo template with the gold choice, followed by the template's connector (``"</s>"``); a
+  :class:`~xlt.formats.MultipleChoiceItem` task writes ``context + target_delimiter + gold``
+  joined and followed by ``fewshot_delimiter`` ("\\n\\n"), as the harness does.
+* **Requests**: template tasks split the rendered text at the choice (``split: choice``) or
+  after it (``split: after_choice``); multiple-choice items use ``context`` and
+  ``target_delimiter + choice``.
+* **Scoring** (:mod:`xlt.eval.scoring`): ``afp`` sums log2 p over the whole text, ``lm-eval``
+  sums the continuation's log-likelihood; ``acc`` is the argmax (ties: first choice),
+  ``acc_norm`` the argmax of log-likelihood / characters of the continuation (lm-eval only).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from xlt.errors import ConfigError, DataError
+from xlt.eval.scoring import LN2, encode_request, model_max_length, score_encoded
+
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+
+
+@dataclass
+class PreparedItem:
+    """A test item ready to score: one (context, continuation) request per choice."""
+
+    lang: str
+    requests: list[tuple[str, str]]
+    gold: int
+    norm_lengths: list[int]  # characters of each choice's continuation (acc_norm)
+    where: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ItemResult:
+    lang: str
+    gold: int
+    loglikelihoods: list[float]  # natural log (lm-eval) or bits (afp)
+    pred: int
+    pred_norm: int | None
+    greedy: list[bool]
+    where: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.gold
+
+    def to_dict(self) -> dict:
+        return {"lang": self.lang, "gold": self.gold, "loglikelihoods": self.loglikelihoods,
+                "pred": self.pred, "pred_norm": self.pred_norm, "acc": float(self.pred == self.gold),
+                "acc_norm": None if self.pred_norm is None else float(self.pred_norm == self.gold),
+                "where": self.where}
+
+
+def select_demonstrations(dev: Sequence, k: int, seed: int) -> list:
+    """The first ``k`` of the dev items after ``random.Random(seed).shuffle`` (reference rule)."""
+    if k < 0:
+        raise ConfigError(f"number of shots must be >= 0, got {k}")
+    if k == 0:
+        return []
+    if len(dev) < k:
+        raise DataError(f"{k} demonstrations requested but the dev split has only {len(dev)} items")
+    items = list(dev)
+    random.Random(seed).shuffle(items)
+    return items[:k]
+
+
+def _argmax(values: Sequence[float]) -> int:
+    best = 0
+    for k in range(1, len(values)):
+        if values[k] > values[best]:
+            best = k
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# Building requests
+
+
+def _where(raw) -> str:
+    where = getattr(raw, "where", {}) or {}
+    path = where.get("path")
+    if path is None:
+        return ""
+    if "line" in where:
+        return f"{path}:{where['line']}"
+    return f"{path} item {where.get('item')}"
+
+
+def prepare_template_items(template, test_items: Iterable, demos: Sequence, *, lang: str,
+                           prompt_language: str | None = None) -> list[PreparedItem]:
+    """Requests of template-task items (:class:`~xlt.eval.readers.RawItem`) in ``lang``.
+
+    ``demos`` are RawItems of the prompt language (already selected); ``prompt_language``
+    picks the template's prompt (default ``lang``).
+    """
+    prompt = template.prompt_for(prompt_language or lang)
+    demo_text = ""
+    for demo in demos:
+        gold = template.label_index(demo.label, demo.where)
+        prefix, choices, suffix = template.parts(prompt, demo.fields, demo=True, where=demo.where)
+        demo_text += prefix + choices[gold] + suffix + template.connector
+    prepared = []
+    for item in test_items:
+        gold = template.label_index(item.label, item.where)
+        prefix, choices, suffix = template.parts(prompt, item.fields, demo=False, where=item.where)
+        if template.split == "choice":
+            requests = [(demo_text + prefix, choice + suffix) for choice in choices]
+        else:
+            requests = [(demo_text + prefix + choice, suffix) for choice in choices]
+        prepared.append(PreparedItem(lang=lang, requests=requests, gold=gold,
+                                     norm_lengths=[len(cont) for _, cont in requests], where=_where(item)))
+    return prepared
+
+
+def prepare_choice_items(items: Iterable, demos: Sequence, *, target_delimiter: str = TARGET_DELIMITER,
+                         fewshot_delimiter: str = FEWSHOT_DELIMITER) -> list[PreparedItem]:
+    """Requests of :class:`~xlt.formats.MultipleChoiceItem` records (lm-evaluation-harness layout):
+    context ``demos + item.context``, continuation ``target_delimiter + choice``; acc_norm
+    divides by the characters of the choice."""
+    prefix = ""
+    if demos:
+        prefix = fewshot_delimiter.join(d.context + target_delimiter + d.choices[d.label] for d in demos)
+        prefix += fewshot_delimiter
+    prepared = []
+    for k, item in enumerate(items):
+        requests = [(prefix + item.context, target_delimiter + choice) for choice in item.choices]
+        prepared.append(PreparedItem(lang=item.lang, requests=requests, gold=item.label,
+                                     norm_lengths=[len(c) for c in item.choices],
+                                     where=getattr(item, "where", "") or f"item {k + 1}"))
+    return prepared
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring and aggregation
+
+
+def score_items(model, tokenizer, items: Sequence[PreparedItem], *, scoring: str = "afp",
+                batch_size: int = 16, progress: bool = False) -> list[ItemResult]:
+    """Score every choice of every item; ``batch_size`` sequences per forward pass."""
+    if scoring not in ("afp", "lm-eval"):
+        raise ConfigError(f"unknown scoring rule {scoring!r} (expected afp or lm-eval)")
+    encoded, owners = [], []
+    for n, item in enumerate(items):
+        for context, continuation in item.requests:
+            encoded.append(encode_request(tokenizer, context, continuation, scoring))
+            owners.append(n)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = score_encoded(model, encoded, batch_size=batch_size, pad_token_id=pad,
+                           max_length=model_max_length(model, tokenizer), progress=progress)
+    results = []
+    cursor = 0
+    for item in items:
+        chunk = scores[cursor:cursor + len(item.requests)]
+        cursor += len(item.requests)
+        lls = [s for s, _ in chunk]
+        if scoring == "afp":
+            lls = [s / LN2 for s in lls]  # bits, as the reference reports
+            pred_norm = None
+        else:
+            pred_norm = _argmax([ll / max(1, n) for ll, n in zip(lls, item.norm_lengths)])
+        results.append(ItemResult(lang=item.lang, gold=item.gold, loglikelihoods=lls, pred=_argmax(lls),
+                                  pred_norm=pred_norm, greedy=[g for _, g in chunk], where=item.where))
+    return results
+
+
+def accuracy_table(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
+    """``{lang: {"acc", "acc_norm" (lm-eval rule only), "n"}}`` in order of first appearance."""
+    table: dict[str, dict[str, Any]] = {}
+    sums: dict[str, list[float]] = {}
+    for r in results:
+        s = sums.setdefault(r.lang, [0.0, 0.0, 0.0])
+        s[0] += r.pred == r.gold
+        s[1] += (r.pred_norm == r.gold) if r.pred_norm is not None else 0.0
+        s[2] += 1
+        table.setdefault(r.lang, {"has_norm": r.pred_norm is not None})
+    out = {}
+    for lang, (acc, acc_norm, n) in sums.items():
+        row = {"acc": acc / n, "n": int(n)}
+        if table[lang]["has_norm"]:
+            row["acc_norm"] = acc_norm / n
+        out[lang] = row
+    return out
+
+
+def evaluate_icl(model, tokenizer, *, template=None, test: Mapping[str, Sequence],
+                 dev: Mapping[str, Sequence] | None = None, shots: int = 0, seed: int = 0,
+                 scoring: str = "afp", prompt_language: str | None = None, batch_size: int = 16,
+                 target_delimiter: str = TARGET_DELIMITER, fewshot_delimiter: str = FEWSHOT_DELIMITER,
+                 progress: bool = False) -> tuple[dict[str, dict[str, Any]], list[ItemResult]]:
+    """Evaluate ``model`` on every language of ``test`` with ``shots`` demonstrations.
+
+    ``template``: a :class:`~xlt.eval.templates.TaskTemplate` (``test``/``dev`` hold
+    :class:`~xlt.eval.readers.RawItem` lists per language), or ``None`` for
+    :class:`~xlt.formats.MultipleChoiceItem` lists. Demonstrations come from
+    ``dev[prompt_language or lang]``. Returns (per-language table, per-item results).
+    """
+    prepared: list[PreparedItem] = []
+    for lang, items in test.items():
+        plang = prompt_language or lang
+        demos = []
+        if shots:
+            if dev is None or plang not in dev:
+                raise ConfigError(f"{shots}-shot evaluation of {lang!r} needs a dev split in {plang!r}")
+            demos = select_demonstrations(dev[plang], shots, seed)
+        if template is None:
+            prepared += prepare_choice_items(items, demos, target_delimiter=target_delimiter,
+                                             fewshot_delimiter=fewshot_delimiter)
+        else:
+            prepared += prepare_template_items(template, items, demos, lang=lang, prompt_language=plang)
+    results = score_items(model, tokenizer, prepared, scoring=scoring, batch_size=batch_size,
+                          progress=progress)
+    return accuracy_table(results), results
+
+
+def format_table(table: Mapping[str, Mapping[str, Any]], title: str = "") -> str:
+    """A plain-text per-language accuracy table (percentages) with an average row."""
+    has_norm = any("acc_norm" in row for row in table.values())
+    header = f"{'lang':<10}{'acc':>8}" + (f"{'acc_norm':>10}" if has_norm else "") + f"{'n':>8}"
+    lines = ([title] if title else []) + [header, "-" * len(header)]
+    for lang, row in table.items():
+        line = f"{lang:<10}{100 * row['acc']:>8.2f}"
+        if has_norm:
+            line += f"{100 * row.get('acc_norm', float('nan')):>10.2f}"
+        lines.append(line + f"{row['n']:>8d}")
+    if len(table) > 1:
+        rows = list(table.values())
+        line = f"{'average':<10}{100 * sum(r['acc'] for r in rows) / len(rows):>8.2f}"
+        if has_norm:
+            line += f"{100 * sum(r.get('acc_norm', 0.0) for r in rows) / len(rows):>10.2f}"
+        lines.append(line + f"{sum(r['n'] for r in rows):>8d}")
+    return "\n".join(lines)

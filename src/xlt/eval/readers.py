@@ -1,0 +1,261 @@
+"""Readers for the public files of the multilingual multiple-choice benchmarks.
+
+Each reader turns one file into :class:`RawItem` records: the fields a template refers to
+(``{sentence1}``, ``{premise}``, ...), the raw gold label (mapped to a choice index by the
+template's ``labels``) and the place it came from (``file:line``) for error messages.
+
+========== ==================================================================================
+reader     accepted layouts
+========== ==================================================================================
+pawsx      TSV with header ``id sentence1 sentence2 label`` (the official ``x-final`` files)
+xnli       TSV without header ``premise hypothesis label-word`` (the reference's); the
+           official XNLI TSV (header with ``gold_label``, ``sentence1``, ``sentence2`` and
+           ``language``); JSON Lines ``premise, hypothesis, label`` (0/1/2 or a word)
+xcopa      JSON Lines ``premise, choice1, choice2, question, label`` (label 0/1)
+xstorycloze TSV with header (id, four sentences, two endings, answer 1/2); JSON Lines
+           ``input_sentence_1..4, sentence_quiz1, sentence_quiz2, answer_right_ending``
+xwinograd  JSON Lines ``sentence_part1, sentence_part2, option1, option2, answer`` (the
+           reference's split) or ``sentence`` with a ``_`` blank, ``option1, option2, answer``
+jsonl      any JSON Lines / JSON array: every key is a field, ``label_field`` is the label
+========== ==================================================================================
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from xlt.errors import DataError
+
+XNLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+@dataclass
+class RawItem:
+    """One benchmark item before templating: fields, raw label, language and origin."""
+
+    fields: dict[str, Any]
+    label: Any
+    lang: str | None = None
+    where: dict[str, Any] = field(default_factory=dict)  # {"path", "line"} for DataError
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise DataError("no such file" + (" (it is a directory)" if path.is_dir() else ""), path=path)
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+
+def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, columns) of a TSV file; quotes are not special (as in the benchmarks)."""
+    try:
+        with _open(path) as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                yield number, line.split("\t")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
+
+
+def _json_rows(path: Path) -> Iterator[tuple[dict, Any]]:
+    try:
+        with _open(path) as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", path=path) from None
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+        for k, row in enumerate(rows, 1):
+            yield {"path": path, "item": k}, row
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", path=path, line=number) from None
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object", path=path, line=number)
+        yield {"path": path, "line": number}, row
+
+
+def _require(row: dict, names: tuple[str, ...], where: dict) -> None:
+    for name in names:
+        if name not in row or row[name] is None:
+            raise DataError(f"missing (expected fields {', '.join(names)})", field=name, **where)
+
+
+def _int_label(value: Any, where: dict, name: str = "label") -> int:
+    if isinstance(value, bool):
+        raise DataError(f"expected an integer label, got {value}", field=name, **where)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise DataError(f"expected an integer label, got {value!r}", field=name, **where)
+
+
+def _check_columns(cols: list[str], expected: int, names: str, path: Path, number: int) -> None:
+    if len(cols) < expected:
+        raise DataError(f"expected {expected} tab-separated columns ({names}), got {len(cols)}",
+                        path=path, line=number)
+
+
+def read_pawsx(path: Path) -> list[RawItem]:
+    items = []
+    header = None
+    for number, cols in _tsv_rows(path):
+        if header is None:
+            header = [c.strip() for c in cols]
+            if header[:1] == ["id"] or "sentence1" in header:
+                if not {"sentence1", "sentence2", "label"} <= set(header):
+                    raise DataError("header must name sentence1, sentence2 and label", path=path, line=number)
+                continue
+            header = ["id", "sentence1", "sentence2", "label"]
+        _check_columns(cols, len(header), " ".join(header), path, number)
+        row = dict(zip(header, cols))
+        where = {"path": path, "line": number}
+        items.append(RawItem({"sentence1": row["sentence1"], "sentence2": row["sentence2"], "id": row.get("id")},
+                             _int_label(row["label"], where), where=where))
+    return items
+
+
+def read_xnli(path: Path) -> list[RawItem]:
+    if _is_json(path):
+        items = []
+        for where, row in _json_rows(path):
+            _require(row, ("premise", "hypothesis", "label"), where)
+            label = row["label"]
+            if not isinstance(label, str):
+                index = _int_label(label, where)
+                if not 0 <= index < 3:
+                    raise DataError(f"label {index} is outside the 3 XNLI classes (0, 1, 2)",
+                                    field="label", **where)
+                label = XNLI_LABELS[index]
+            items.append(RawItem({"premise": row["premise"], "hypothesis": row["hypothesis"]}, label,
+                                 lang=row.get("language") or row.get("lang"), where=where))
+        return items
+    items = []
+    header = None
+    for number, cols in _tsv_rows(path):
+        where = {"path": path, "line": number}
+        if header is None:
+            names = [c.strip() for c in cols]
+            if "gold_label" in names and "sentence1" in names:
+                header = names
+                continue
+            header = ["premise", "hypothesis", "label"]
+        _check_columns(cols, len(header) if header[0] != "premise" else 3,
+                       " ".join(header), path, number)
+        row = dict(zip(header, cols))
+        if "gold_label" in row:
+            items.append(RawItem({"premise": row["sentence1"], "hypothesis": row["sentence2"]},
+                                 row["gold_label"].strip(), lang=row.get("language"), where=where))
+        else:
+            items.append(RawItem({"premise": row["premise"], "hypothesis": row["hypothesis"]},
+                                 row["label"].strip(), where=where))
+    return items
+
+
+def read_xcopa(path: Path) -> list[RawItem]:
+    items = []
+    for where, row in _json_rows(path):
+        _require(row, ("premise", "choice1", "choice2", "question", "label"), where)
+        # the reference needs integer labels; strings of digits are accepted here
+        items.append(RawItem({k: row[k] for k in ("premise", "choice1", "choice2", "question")},
+                             _int_label(row["label"], where), where=where))
+    return items
+
+
+STORY_JSON = ("input_sentence_1", "input_sentence_2", "input_sentence_3", "input_sentence_4",
+              "sentence_quiz1", "sentence_quiz2", "answer_right_ending")
+
+
+def read_xstorycloze(path: Path) -> list[RawItem]:
+    items = []
+    names = ("s1", "s2", "s3", "s4", "ending1", "ending2")
+    if _is_json(path):
+        for where, row in _json_rows(path):
+            _require(row, STORY_JSON, where)
+            items.append(RawItem(dict(zip(names, (row[k] for k in STORY_JSON[:6]))),
+                                 _int_label(row["answer_right_ending"], where, "answer_right_ending"),
+                                 where=where))
+        return items
+    first = True
+    for number, cols in _tsv_rows(path):
+        if first:
+            first = False
+            if not cols[-1].strip().isdigit():  # a header line
+                continue
+        _check_columns(cols, 8, "id, 4 sentences, 2 endings, answer", path, number)
+        where = {"path": path, "line": number}
+        items.append(RawItem(dict(zip(names, cols[1:7])), _int_label(cols[7], where, "answer"), where=where))
+    return items
+
+
+def read_xwinograd(path: Path) -> list[RawItem]:
+    items = []
+    for where, row in _json_rows(path):
+        if "sentence" in row and "sentence_part1" not in row:
+            _require(row, ("sentence", "option1", "option2", "answer"), where)
+            if "_" not in row["sentence"]:
+                raise DataError("no '_' blank in the sentence", field="sentence", **where)
+            part1, part2 = row["sentence"].split("_", 1)
+        else:
+            _require(row, ("sentence_part1", "sentence_part2", "option1", "option2", "answer"), where)
+            part1, part2 = row["sentence_part1"], row["sentence_part2"]
+        items.append(RawItem({"part1": part1, "part2": part2, "option1": row["option1"],
+                              "option2": row["option2"]},
+                             _int_label(row["answer"], where, "answer"), lang=row.get("lang"), where=where))
+    return items
+
+
+def make_jsonl_reader(label_field: str = "label") -> Callable[[Path], list[RawItem]]:
+    """A reader for any JSON Lines file: every key is a template field."""
+
+    def read(path: Path) -> list[RawItem]:
+        items = []
+        for where, row in _json_rows(path):
+            if not isinstance(row, dict):
+                raise DataError("expected a JSON object", **where)
+            _require(row, (label_field,), where)
+            fields = {k: v for k, v in row.items() if k != label_field}
+            items.append(RawItem(fields, row[label_field], lang=row.get("lang"), where=where))
+        return items
+
+    return read
+
+
+def _is_json(path: Path) -> bool:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    return bool(suffixes) and suffixes[-1] in (".jsonl", ".json", ".ndjson")
+
+
+READERS: dict[str, Callable[[Path], list[RawItem]]] = {
+    "pawsx": read_pawsx,
+    "xnli": read_xnli,
+    "xcopa": read_xcopa,
+    "xstorycloze": read_xstorycloze,
+    "xwinograd": read_xwinograd,
+}
+
+
+def get_reader(name: str, label_field: str = "label") -> Callable[[Path], list[RawItem]]:
+    if name == "jsonl":
+        return make_jsonl_reader(label_field)
+    if name not in READERS:
+        raise DataError(f"unknown reader {name!r} (expected one of {', '.join([*READERS, 'jsonl'])})")
+    return READERS[name]

@@ -1,0 +1,318 @@
+"""Multiple-choice ICL evaluation: scoring rules, batching, templates, readers, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from xlt.errors import ConfigError, DataError
+
+WORDS = "the cat dog sat on mat red blue big small runs eats".split()
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama_dir):
+    from xlt.models import load_model, load_tokenizer
+
+    model = load_model(tiny_llama_dir, dtype="float32")
+    model.eval()
+    return model, load_tokenizer(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def pawsx_dir(tmp_path_factory):
+    import random
+
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("pawsx")
+    for lang in ("en", "zh"):
+        (root / lang).mkdir()
+        for split in ("dev_2k", "test_2k"):
+            lines = ["id\tsentence1\tsentence2\tlabel"]
+            for i in range(8):
+                s1 = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7)))
+                s2 = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7)))
+                lines.append(f"{i}\t{s1}\t{s2}\t{i % 2}")
+            (root / lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def _choice_items(n=12, seed=1, lang="en"):
+    import random
+
+    from xlt.formats import MultipleChoiceItem
+
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        context = "" if i % 4 == 0 else " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9)))
+        if i % 3 == 1:
+            context += " "  # a trailing space moves into the continuation
+        choices = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(3)]
+        items.append(MultipleChoiceItem(lang=lang, context=context, choices=tuple(choices), label=i % 3))
+    return items
+
+
+# -------------------------------------------------------------------------------------------- C5
+
+
+def test_c5_afp_choice_scores():
+    import torch
+
+    from xlt.eval.scoring import afp_sequence_scores
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    ids = torch.tensor([[2, 3, 4, 5, 6], [2, 3, 4, 1, 2]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    scores = afp_sequence_scores(logits, ids, mask)
+    assert scores.tolist() == pytest.approx([-11.716999, -10.233022], abs=1e-5)
+    assert int(scores.argmax()) == 1
+
+
+# -------------------------------------------------------------------------------------------- lm-eval rule
+
+
+def test_encode_lm_eval_rules(bpe_tokenizer):
+    from xlt.eval.scoring import encode_lm_eval
+
+    tok = bpe_tokenizer
+    # trailing space of the context moves to the continuation; joint tokenisation, then split
+    ctx, cont = encode_lm_eval(tok, "The cat ", "sat on the mat.")
+    whole = tok.encode("The cat sat on the mat.")
+    assert ctx == tok.encode("The cat") and ctx + cont == whole
+    # empty context: conditioned on the prefix token (BOS here), continuation without specials
+    ctx, cont = encode_lm_eval(tok, "", " Yes")
+    assert ctx == [tok.bos_token_id] and cont == tok.encode(" Yes", add_special_tokens=False)
+    # a text that already starts with the BOS string gets no second BOS
+    ctx, cont = encode_lm_eval(tok, "<s>Hello", " world")
+    assert ctx[:2] != [tok.bos_token_id, tok.bos_token_id]
+
+
+def test_lm_eval_loglikelihood_matches_manual_forward(llama):
+    import torch
+
+    from xlt.eval.icl import prepare_choice_items, score_items
+
+    model, tok = llama
+    items = _choice_items(3)
+    results = score_items(model, tok, prepare_choice_items(items, []), scoring="lm-eval", batch_size=8)
+    for item, result in zip(items, results):
+        for choice, ll in zip(item.choices, result.loglikelihoods):
+            context, continuation = item.context, " " + choice
+            n = len(context) - len(context.rstrip())
+            if n:
+                context, continuation = context[:-n], context[-n:] + continuation
+            if context:
+                full = tok.encode(context + continuation)
+                start = len(tok.encode(context))
+            else:
+                full = [tok.bos_token_id] + tok.encode(continuation, add_special_tokens=False)
+                start = 1
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([full])).logits[0].float(), -1)
+            expected = sum(logp[t - 1, full[t]].item() for t in range(start, len(full)))
+            assert ll == pytest.approx(expected, abs=1e-5)
+
+
+def test_acc_norm_divides_by_characters(monkeypatch, llama):
+    from xlt.eval import icl
+    from xlt.formats import MultipleChoiceItem
+
+    model, tok = llama
+    item = MultipleChoiceItem(lang="en", context="x", choices=("a", "bbbbbbbbbb"), label=1)
+    # log-likelihoods -2 (1 char) and -10 (10 chars): acc picks 0, acc_norm picks 1 (-2 < -1)
+    monkeypatch.setattr(icl, "score_encoded", lambda *a, **k: [(-2.0, False), (-10.0, False)])
+    [result] = icl.score_items(model, tok, icl.prepare_choice_items([item], []), scoring="lm-eval")
+    assert result.pred == 0 and result.pred_norm == 1
+    table = icl.accuracy_table([result])
+    assert table == {"en": {"acc": 0.0, "acc_norm": 1.0, "n": 1}}
+
+
+# -------------------------------------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize("arch,scoring", [("llama", "afp"), ("xglm", "lm-eval"), ("gpt2", "lm-eval")])
+def test_batched_equals_one_at_a_time(tiny_model_dir, arch, scoring):
+    from xlt.eval.icl import prepare_choice_items, score_items
+    from xlt.models import load_model, load_tokenizer
+
+    path = tiny_model_dir(arch)
+    model = load_model(path, dtype="float32").eval()
+    tok = load_tokenizer(path)
+    demos = _choice_items(2, seed=5)
+    prepared = prepare_choice_items(_choice_items(7), demos)
+    one = score_items(model, tok, prepared, scoring=scoring, batch_size=1)
+    many = score_items(model, tok, prepared, scoring=scoring, batch_size=7)
+    for a, b in zip(one, many):
+        assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
+        assert a.pred == b.pred
+
+
+# -------------------------------------------------------------------------------------------- templates
+
+
+def test_demonstrations_and_prompt_strings(pawsx_dir):
+    import random
+
+    from xlt.eval.icl import prepare_template_items, select_demonstrations
+    from xlt.eval.readers import read_pawsx
+    from xlt.eval.templates import load_template
+
+    template = load_template("pawsx")
+    dev = read_pawsx(pawsx_dir / "en" / "dev_2k.tsv")
+    demos = select_demonstrations(dev, 3, seed=0)
+    shuffled = list(range(len(dev)))
+    random.Random(0).shuffle(shuffled)
+    assert [d.fields["id"] for d in demos] == [str(i) for i in shuffled[:3]]
+    [item] = read_pawsx(pawsx_dir / "en" / "test_2k.tsv")[:1]
+    [prepared] = prepare_template_items(template, [item], demos, lang="en")
+    verbal = {1: "Yes", 0: "No"}
+    demo_text = "".join(f"{d.fields['sentence1']}, right? {verbal[d.label]}, {d.fields['sentence2']}</s>"
+                        for d in demos)
+    s1, s2 = item.fields["sentence1"], item.fields["sentence2"]
+    assert prepared.requests == [(demo_text + f"{s1}, right? ", f"Yes, {s2}"),
+                                 (demo_text + f"{s1}, right? ", f"No, {s2}")]
+    assert prepared.gold == (0 if item.label == 1 else 1)
+
+
+def test_shipped_templates_load_and_render():
+    from xlt.eval.readers import RawItem
+    from xlt.eval.templates import BUILTIN_TASKS, load_template
+
+    for name in BUILTIN_TASKS:
+        template = load_template(name)
+        assert template.task == name
+    xcopa = load_template("xcopa")
+    item = RawItem({"premise": "The man fell", "choice1": "He slipped.", "choice2": "He sang.",
+                    "question": "cause"}, 0)
+    prefix, choices, suffix = xcopa.parts(xcopa.prompt_for("en"), item.fields, demo=False)
+    assert prefix + choices[0] + suffix == "cause: The man fell because He slipped."
+    wino = load_template("xwinograd")
+    assert wino.split == "after_choice" and wino.prompt_for("ja") is wino.prompt_for("fr")
+
+
+def test_template_errors(tmp_path):
+    from xlt.eval.templates import load_template
+
+    bad = tmp_path / "nochoice.yaml"
+    bad.write_text("reader: xnli\nlabels: [entailment, neutral, contradiction]\nprompts:\n  en:\n"
+                   "    template: 'Premise: {premise} Hypothesis: {hypothesis} Answer: '\n"
+                   "    choices: [A, B, C]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"nochoice.yaml: prompt 'en'.*\{choice\}"):
+        load_template(str(bad))
+    unknown = tmp_path / "field.yaml"
+    unknown.write_text("reader: pawsx\nlabels: [1, 0]\nprompts:\n  en:\n    template: '{sentence3} {choice}'\n"
+                       "    choices: [Yes, No]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="sentence3"):
+        load_template(str(unknown))
+    with pytest.raises(ConfigError, match="no prompt for language 'de'"):
+        load_template("pawsx").prompt_for("de")
+
+
+# -------------------------------------------------------------------------------------------- readers
+
+
+def test_readers_public_formats(tmp_path):
+    from xlt.eval import readers
+
+    (tmp_path / "xnli.tsv").write_text("A man sleeps.\tA person rests.\tentailment\n", encoding="utf-8")
+    [x] = readers.read_xnli(tmp_path / "xnli.tsv")
+    assert x.fields == {"premise": "A man sleeps.", "hypothesis": "A person rests."} and x.label == "entailment"
+    (tmp_path / "xnli.jsonl").write_text(json.dumps({"premise": "p", "hypothesis": "h", "label": 2}) + "\n")
+    assert readers.read_xnli(tmp_path / "xnli.jsonl")[0].label == "contradiction"
+    (tmp_path / "official.tsv").write_text(
+        "language\tgold_label\tsentence1\tsentence2\nde\tneutral\tEin Mann.\tEine Frau.\n", encoding="utf-8")
+    [o] = readers.read_xnli(tmp_path / "official.tsv")
+    assert (o.lang, o.label, o.fields["premise"]) == ("de", "neutral", "Ein Mann.")
+    (tmp_path / "xcopa.jsonl").write_text(json.dumps({"premise": "p", "choice1": "a", "choice2": "b",
+                                                      "question": "effect", "label": 1}) + "\n")
+    assert readers.read_xcopa(tmp_path / "xcopa.jsonl")[0].label == 1
+    (tmp_path / "story.tsv").write_text("InputStoryid\ts1\ts2\ts3\ts4\te1\te2\tAnswerRightEnding\n"
+                                        "x\tA.\tB.\tC.\tD.\tE.\tF.\t2\n", encoding="utf-8")
+    [s] = readers.read_xstorycloze(tmp_path / "story.tsv")
+    assert s.fields["s4"] == "D." and s.fields["ending2"] == "F." and s.label == 2
+    (tmp_path / "wino.jsonl").write_text(json.dumps({"sentence": "Tom told _ a story.", "option1": "Ann",
+                                                     "option2": "him", "answer": "1"}) + "\n")
+    [w] = readers.read_xwinograd(tmp_path / "wino.jsonl")
+    assert (w.fields["part1"], w.fields["part2"], w.label) == ("Tom told ", " a story.", 1)
+
+
+def test_reader_errors_name_file_and_line(tmp_path):
+    from xlt.eval import readers
+    from xlt.eval.templates import load_template
+
+    bad = tmp_path / "test_2k.tsv"
+    bad.write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\tonly two\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{bad}:3: expected 4 tab-separated columns"):
+        readers.read_pawsx(bad)
+    label = tmp_path / "label.tsv"
+    label.write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t7\n", encoding="utf-8")
+    [item] = readers.read_pawsx(label)
+    with pytest.raises(DataError, match=rf"{label}:2: field 'label': label 7 is outside the choices"):
+        load_template("pawsx").label_index(item.label, item.where)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.slow
+def test_icl_cli_two_languages(tiny_llama_dir, pawsx_dir, tmp_path, xlt_cli):
+    out, samples = tmp_path / "r.json", tmp_path / "s.jsonl"
+    proc = xlt_cli("eval", "icl", "--model", tiny_llama_dir, "--task", "pawsx",
+                   "--test", f"{pawsx_dir}/{{lang}}/test_2k.tsv", "--dev", f"{pawsx_dir}/{{lang}}/dev_2k.tsv",
+                   "--languages", "en", "zh", "--shots", "0", "2", "--seeds", "0", "1",
+                   "--output", out, "--log-samples", samples)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert [(r["shots"], r["seed"]) for r in report["runs"]] == [(0, 0), (2, 0), (2, 1)]
+    for run in report["runs"]:
+        assert {lang: row["n"] for lang, row in run["results"].items()} == {"en": 8, "zh": 8}
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(rows) == 3 * 16
+    acc = sum(r["acc"] for r in rows[:8]) / 8  # first run, English
+    assert report["runs"][0]["results"]["en"]["acc"] == pytest.approx(acc)
+    assert "pawsx  2-shot  seed 1" in proc.stdout and "average" in proc.stdout
+    # bad input: a TSV line with a missing column -> one line naming the file and line, no output
+    bad = tmp_path / "bad" / "en"
+    bad.mkdir(parents=True)
+    (bad / "test_2k.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\n", encoding="utf-8")
+    proc = xlt_cli("eval", "icl", "--model", tiny_llama_dir, "--task", "pawsx", "--languages", "en",
+                   "--test", f"{tmp_path}/bad/{{lang}}/test_2k.tsv", "--output", tmp_path / "bad.json")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "test_2k.tsv:2:" in proc.stderr
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.slow
+def test_lm_eval_harness_agreement(llama, tmp_path):
+    lm_eval = pytest.importorskip("lm_eval")  # noqa: F841 - the optional extra
+    from xlt.eval.icl import evaluate_icl
+    from xlt.eval.lm_eval_bridge import run_lm_eval
+    from xlt.formats import write_jsonl
+
+    model, tok = llama
+    items = _choice_items(9)
+    data = tmp_path / "mc.jsonl"
+    write_jsonl(data, items)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "local_mc.yaml").write_text(
+        "task: xlt_local_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
+        "doc_to_text: \"{{context}}\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n", encoding="utf-8")
+    harness = run_lm_eval(model, tok, ["xlt_local_mc"], include_path=[str(tasks)], log_samples=True,
+                          batch_size=4)
+    table, results = evaluate_icl(model, tok, test={"en": items}, scoring="lm-eval", batch_size=4)
+    samples = sorted(harness["samples"]["xlt_local_mc"], key=lambda s: s["doc_id"])
+    assert len(samples) == len(results) == 9
+    for sample, result in zip(samples, results):
+        theirs = [resp[0][0] for resp in sample["resps"]]
+        assert result.loglikelihoods == pytest.approx(theirs, abs=1e-4)
+    metrics = harness["results"]["xlt_local_mc"]
+    assert table["en"]["acc"] == pytest.approx(metrics["acc,none"])
+    assert table["en"]["acc_norm"] == pytest.approx(metrics["acc_norm,none"])
