@@ -50,7 +50,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "task": ("xlt.eval.cli:task_command",
                  "per-language accuracy (exact match) of generated task completions"),
         "lm-eval": ("xlt.eval.cli:lm_eval_command", "run lm-evaluation-harness on a loaded model"),
-        "mt": ("xlt.eval.cli:mt_command", "translate every direction and score BLEU / chrF"),
+        "mt": ("xlt.eval.mt_cli:mt_command", "translate every direction and score BLEU / chrF"),
         "ppl": ("xlt.eval.cli:ppl_command", "per-language perplexity with a sliding window"),
     },
     "analyze": {

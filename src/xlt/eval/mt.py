@@ -1,0 +1,328 @@
+"""Machine-translation evaluation: translate every direction, score with sacrebleu, tabulate.
+
+Conventions (M2M-100 / NLLB, as the reference implementation's fairseq setup): the source is
+``[src_lang] tokens </s>``, the decoder starts with ``</s>`` and the target-language token is
+forced as the first generated token (``forced_bos_token_id``); labels are
+``[tgt_lang] tokens </s>``. A language's token is the code itself (NLLB, ``deu_Latn``) or
+``__code__`` (M2M-100, ``__de__``).
+
+Metrics (sacrebleu): BLEU (13a), chrF (``chrf_word_order=2`` gives chrF++) and spBLEU, i.e.
+BLEU on SentencePiece pieces, only when a SentencePiece model file is given (sacrebleu would
+download the FLORES model, which is impossible offline). The FLORES-101 model
+(``sacrebleu_tokenizer_spm.model``, the reference's ``--tokenize spm``) and the FLORES-200
+model (``flores200sacrebleuspm``) are recognised by file name and signed as sacrebleu signs
+them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from xlt.errors import ConfigError, ModelError
+
+TIER_ORDER = ("high", "med", "low")
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenization conventions
+
+
+def language_token(tokenizer, code: str) -> str:
+    """The tokenizer's token for language ``code`` (``code`` itself, or ``__code__``)."""
+    vocab = tokenizer.get_vocab()
+    for candidate in (code, f"__{code}__"):
+        if candidate in vocab:
+            return candidate
+    raise ModelError(f"tokenizer has no token for language {code!r} (expected a token {code!r} or "
+                     f"'__{code}__'; an NLLB-style tokenizer must be built with this language code)")
+
+
+def language_token_id(tokenizer, code: str) -> int:
+    return int(tokenizer.convert_tokens_to_ids(language_token(tokenizer, code)))
+
+
+def encode_texts(tokenizer, texts: Sequence[str], lang: str, max_length: int) -> list[list[int]]:
+    """``[lang] tokens </s>`` for each text, truncated to ``max_length`` tokens in all."""
+    if max_length < 3:
+        raise ConfigError(f"max length must be >= 3 tokens, got {max_length}")
+    lang_id = language_token_id(tokenizer, lang)
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ModelError("tokenizer has no eos token")
+    bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return [[lang_id] + list(body[:max_length - 2]) + [eos] for body in bodies]
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+
+
+def translate(model, tokenizer, sources: Sequence[str], src_lang: str, tgt_lang: str, **kwargs) -> list[str]:
+    """Translate ``sources`` from ``src_lang`` to ``tgt_lang``; options as :func:`translate_many`."""
+    return translate_many(model, tokenizer, [(text, src_lang, tgt_lang) for text in sources], **kwargs)
+
+
+def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, num_beams: int = 5,
+                   batch_size: int = 16, max_new_tokens: int = 128, max_source_length: int = 256,
+                   lslo_languages: Sequence[str] | None = None,
+                   progress: Callable[[int], None] | None = None) -> list[str]:
+    """Translate ``(text, src_lang, tgt_lang)`` items with a seq2seq model; batches may mix directions.
+
+    The decoder starts with ``[decoder_start, tgt_lang]`` for every example, which is what
+    ``forced_bos_token_id`` produces for a single direction (the forced token scores 0) but works
+    per example; ``max_new_tokens`` counts the tokens after the language tag. With
+    ``lslo_languages`` (an :class:`~xlt.lslo.LSLoModel`'s inventory) each example is routed by its
+    own source and target language. Batches are sorted by length (order restored afterwards);
+    beam search with length penalty 1.0, as the reference's fairseq-generate.
+    """
+    import torch
+
+    config = getattr(model, "config", None)
+    if config is None or not getattr(config, "is_encoder_decoder", False):
+        raise ModelError("MT evaluation needs an encoder-decoder translation model (M2M-100 / NLLB); "
+                         f"got {type(model).__name__}")
+    if num_beams < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise ConfigError("num_beams, batch_size and max_new_tokens must be >= 1")
+    encoded: list[list[int]] = [[] for _ in items]
+    by_src: dict[str, list[int]] = {}
+    for k, (_, src, _) in enumerate(items):
+        by_src.setdefault(src, []).append(k)
+    for src, ks in by_src.items():
+        for k, ids in zip(ks, encode_texts(tokenizer, [items[k][0] for k in ks], src, max_source_length)):
+            encoded[k] = ids
+    tgt_tokens = {t: language_token_id(tokenizer, t) for t in {it[2] for it in items}}
+    index = None
+    if lslo_languages is not None:
+        index = {lang: k for k, lang in enumerate(lslo_languages)}
+        for _, s, t in items:
+            for lang in (s, t):
+                if lang not in index:
+                    raise ConfigError(f"language {lang!r} is not in the LSLo adapter's languages "
+                                      f"({', '.join(lslo_languages)})")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.pad_token_id
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    outputs: list[str] = [""] * len(encoded)
+    model.eval()
+    for first in range(0, len(order), batch_size):
+        rows = order[first:first + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
+            mask[r, :len(encoded[i])] = 1
+        prefix = torch.tensor([[start, tgt_tokens[items[i][2]]] for i in rows], dtype=torch.long)
+        kwargs: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                      decoder_input_ids=prefix.to(device), num_beams=num_beams,
+                                      max_new_tokens=max_new_tokens, do_sample=False, length_penalty=1.0,
+                                      early_stopping=num_beams > 1, forced_bos_token_id=None)
+        if index is not None:
+            kwargs["src_lang_ids"] = torch.tensor([index[items[i][1]] for i in rows], dtype=torch.long)
+            kwargs["tgt_lang_ids"] = torch.tensor([index[items[i][2]] for i in rows], dtype=torch.long)
+        with torch.no_grad():
+            generated = model.generate(**kwargs)
+        texts = tokenizer.decode(generated[:, 2:].tolist(), skip_special_tokens=True)
+        if isinstance(texts, str):
+            texts = [texts]
+        for r, i in enumerate(rows):
+            outputs[i] = texts[r].strip()
+        if progress is not None:
+            progress(len(rows))
+    return outputs
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+_SPM_SIGNATURES = {"sacrebleu_tokenizer_spm.model": "flores101", "flores200sacrebleuspm": "flores200",
+                   "spbleu-1k_tokenizer_spm.model": "spBLEU-1K"}
+
+
+class _FileSentencePiece:
+    """sacrebleu's SentencePiece tokenization, from a local model file (no download)."""
+
+    def __init__(self, path: str | os.PathLike):
+        try:
+            import sentencepiece
+        except ImportError:
+            raise ConfigError("spBLEU needs the sentencepiece package (pip install 'xlt[spm]')") from None
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such SentencePiece model file")
+        self.processor = sentencepiece.SentencePieceProcessor()
+        try:
+            self.processor.Load(str(path))
+        except (OSError, RuntimeError) as exc:
+            raise ConfigError(f"{path}: not a SentencePiece model ({str(exc).splitlines()[0]})") from None
+        self.name = _SPM_SIGNATURES.get(path.name, f"spm:{path.name}")
+        self._cache: dict[str, str] = {}
+
+    def signature(self) -> str:
+        return self.name
+
+    def __call__(self, line: str) -> str:
+        out = self._cache.get(line)
+        if out is None:
+            out = self._cache[line] = " ".join(self.processor.EncodeAsPieces(line))
+        return out
+
+
+def make_metrics(*, chrf_word_order: int = 0, spm_model: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"bleu": BLEU(), "chrf": CHRF(word_order)[, "spbleu": BLEU on SentencePiece pieces]}``.
+
+    ``chrf_word_order=2`` is chrF++ (the metric is then named ``chrf++``).
+    """
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if chrf_word_order not in (0, 1, 2):
+        raise ConfigError(f"chrF word order must be 0, 1 or 2 (chrF++), got {chrf_word_order}")
+    metrics: dict[str, Any] = {"bleu": BLEU(),
+                               ("chrf++" if chrf_word_order == 2 else "chrf"): CHRF(word_order=chrf_word_order)}
+    if spm_model is not None:
+        spbleu = BLEU(tokenize="none")
+        spbleu.tokenizer = _FileSentencePiece(spm_model)
+        spbleu.tokenizer_signature = spbleu.tokenizer.signature()
+        metrics["spbleu"] = spbleu
+    return metrics
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], metrics: dict[str, Any]) -> dict[str, float]:
+    """Corpus-level scores of one direction: ``{metric name: score}``."""
+    if len(hypotheses) != len(references):
+        raise ConfigError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    return {name: float(metric.corpus_score(list(hypotheses), [list(references)]).score)
+            for name, metric in metrics.items()}
+
+
+def signatures(metrics: dict[str, Any]) -> dict[str, str]:
+    """sacrebleu signature of each metric (valid after a first ``corpus_score``)."""
+    out = {}
+    for name, metric in metrics.items():
+        try:
+            out[name] = str(metric.get_signature())
+        except Exception:  # sacrebleu raises before the first corpus_score
+            out[name] = ""
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def group_directions(pairs: Iterable[Any]) -> dict[tuple[str, str], list[Any]]:
+    """ParallelPair records grouped by ``(src_lang, tgt_lang)``, in order of first appearance."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for pair in pairs:
+        groups.setdefault((pair.src_lang, pair.tgt_lang), []).append(pair)
+    return groups
+
+
+def order_languages(languages: Iterable[str], tiers: dict[str, str]) -> list[str]:
+    """Languages sorted by tier (high, med, low, others) then code."""
+    rank = {t: k for k, t in enumerate(TIER_ORDER)}
+    return sorted(set(languages), key=lambda l: (rank.get(tiers.get(l, ""), len(rank)), tiers.get(l, ""), l))
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def tier_averages(scores: dict[tuple[str, str], float], tiers: dict[str, str]) -> dict[str, Any]:
+    """Averages of a direction -> score map: overall, by source tier, by target tier, by tier pair.
+
+    The paper groups by resource level without saying whether by source, target or pair; all
+    three are reported.
+    """
+    by_src, by_tgt, by_pair = defaultdict(list), defaultdict(list), defaultdict(list)
+    for (s, t), value in scores.items():
+        ts, tt = tiers.get(s, "-"), tiers.get(t, "-")
+        by_src[ts].append(value)
+        by_tgt[tt].append(value)
+        by_pair[f"{ts}->{tt}"].append(value)
+    return {"all": _mean(list(scores.values())),
+            "by_source_tier": {k: _mean(v) for k, v in sorted(by_src.items())},
+            "by_target_tier": {k: _mean(v) for k, v in sorted(by_tgt.items())},
+            "by_tier_pair": {k: _mean(v) for k, v in sorted(by_pair.items())}}
+
+
+def format_direction_table(scores: dict[tuple[str, str], float], tiers: dict[str, str], *,
+                           title: str = "") -> str:
+    """A direction x direction text table (rows source, columns target) grouped by tier."""
+    langs = order_languages([l for d in scores for l in d], tiers)
+    width = max([6] + [len(l) + 1 for l in langs])
+    lines = [title] if title else []
+    head = " " * (width + 7) + "".join(f"{l:>{width}}" for l in langs) + f"{'avg':>{width}}"
+    tier_row = " " * (width + 7) + "".join(f"{tiers.get(l, '-')[:width - 1]:>{width}}" for l in langs)
+    lines += [tier_row, head]
+    previous = None
+    for s in langs:
+        tier = tiers.get(s, "-")
+        if previous is not None and tier != previous:
+            lines.append("")
+        previous = tier
+        row = [scores.get((s, t)) for t in langs]
+        cells = "".join(f"{'-':>{width}}" if v is None else f"{v:>{width}.1f}" for v in row)
+        avg = _mean([v for v in row if v is not None])
+        lines.append(f"{tier[:6]:<6} {s:<{width}}{cells}" + (f"{avg:>{width}.1f}" if avg is not None else ""))
+    col_avgs = [_mean([scores[(s, t)] for s in langs if (s, t) in scores]) for t in langs]
+    lines.append(f"{'':<6} {'avg':<{width}}" + "".join(f"{'-':>{width}}" if v is None else f"{v:>{width}.1f}"
+                                                       for v in col_avgs))
+    return "\n".join(lines)
+
+
+def format_comparison(results: dict[str, dict[tuple[str, str], float]], tiers: dict[str, str], *,
+                      metric: str) -> str:
+    """Systems x (all, source tiers, target tiers) averages of one metric."""
+    tier_names = [t for t in TIER_ORDER if t in set(tiers.values())] + sorted(
+        {t for t in tiers.values() if t not in TIER_ORDER})
+    cols = ["all"] + [f"src:{t}" for t in tier_names] + [f"tgt:{t}" for t in tier_names]
+    name_width = max([8] + [len(n) + 1 for n in results])
+    lines = [f"{metric} averages by resource tier", f"{'system':<{name_width}}" +
+             "".join(f"{c:>10}" for c in cols)]
+    for name, scores in results.items():
+        avg = tier_averages(scores, tiers)
+        values = [avg["all"]] + [avg["by_source_tier"].get(t) for t in tier_names] + \
+                 [avg["by_target_tier"].get(t) for t in tier_names]
+        lines.append(f"{name:<{name_width}}" + "".join(f"{'-':>10}" if v is None else f"{v:>10.2f}"
+                                                        for v in values))
+    return "\n".join(lines)
+
+
+def plot_direction_heatmap(scores: dict[tuple[str, str], float], tiers: dict[str, str], *,
+                           title: str = ""):
+    """A matplotlib figure: source (rows) x target (columns) heat map, tier-ordered."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    langs = order_languages([l for d in scores for l in d], tiers)
+    grid = np.full((len(langs), len(langs)), np.nan)
+    for (s, t), v in scores.items():
+        grid[langs.index(s), langs.index(t)] = v
+    size = max(3.5, 0.55 * len(langs) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="equal")
+    labels = [f"{l} ({tiers[l]})" if l in tiers else l for l in langs]
+    ax.set_xticks(range(len(langs)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(langs)), labels, fontsize=8)
+    ax.set_xlabel("target")
+    ax.set_ylabel("source")
+    finite = grid[np.isfinite(grid)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for i in range(len(langs)):
+        for j in range(len(langs)):
+            if math.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                        color="white" if grid[i, j] < mid else "black")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,200 @@
+"""``xlt eval mt``: translate every direction of a test set with one or more systems and score it."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from xlt.errors import ConfigError
+
+
+def _parse_systems(args) -> list[tuple[str, str]]:
+    systems: list[tuple[str, str]] = []
+    for item in args.system or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--system: cannot read {item!r} (expected NAME=PATH)")
+        systems.append((name, path))
+    for path in args.model or []:
+        systems.append((Path(path).name or str(path), path))
+    if not systems:
+        raise ConfigError("xlt eval mt: give at least one --model PATH or --system NAME=PATH")
+    names = [n for n, _ in systems]
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", n):
+            raise ConfigError(f"xlt eval mt: system name {n!r} must be letters, digits, '.', '_', '+', '-' "
+                              "(name it with --system NAME=PATH)")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"xlt eval mt: system name {dupes[0]!r} used twice (name them with --system NAME=PATH)")
+    return systems
+
+
+def mt_command(argv: list[str], prog: str) -> int:
+    """Generate every direction (beam search), score BLEU / chrF (/ spBLEU), print and write tables."""
+    from xlt.config import ArgumentParser, require_positive
+
+    parser = ArgumentParser(prog=prog, description=(
+        "Translate every direction of a ParallelPair test set with each system (a Hugging Face "
+        "seq2seq model directory, or an LSLo adapter directory from 'xlt train lslo', whose base "
+        "model is the one it records unless --base is given) and score each direction with "
+        "sacrebleu. Prints a source x target table grouped by resource tier per system and a "
+        "comparison of tier averages; with --out writes scores JSON, hypotheses and PNG heat maps."))
+    parser.add_argument("--data", required=True, help="test ParallelPair records (e.g. translation/test.jsonl)")
+    parser.add_argument("--model", action="append", metavar="PATH", help="a system (repeatable)")
+    parser.add_argument("--system", action="append", metavar="NAME=PATH", help="a named system (repeatable)")
+    parser.add_argument("--base", default=None, help="base model for LSLo adapter systems (default: recorded)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer (default: the system's, else its base's)")
+    parser.add_argument("--directions", nargs="+", default=None, metavar="SRC-TGT",
+                        help="only these directions (default: all in --data)")
+    parser.add_argument("--max-per-direction", type=int, default=None, help="first N pairs of each direction")
+    parser.add_argument("--num-beams", type=int, default=5, help="beam size (reference: 5)")
+    parser.add_argument("--batch-size", type=int, default=16, help="sentences per generate call")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="generation length limit")
+    parser.add_argument("--max-source-length", type=int, default=256, help="source truncation (tokens)")
+    parser.add_argument("--chrf-word-order", type=int, default=0, choices=[0, 1, 2],
+                        help="chrF word n-gram order; 2 = chrF++")
+    parser.add_argument("--spm-model", default=None, metavar="FILE",
+                        help="SentencePiece model for spBLEU (e.g. FLORES-200's flores200sacrebleuspm "
+                             "or FLORES-101's sacrebleu_tokenizer_spm.model); spBLEU is skipped without it")
+    parser.add_argument("--tiers", nargs="+", default=None, metavar="LANG=TIER",
+                        help="resource tier per language (default: from the first LSLo adapter)")
+    parser.add_argument("--metric", default=None,
+                        help="metric of the printed tables and heat maps (default: spbleu if available, else bleu)")
+    parser.add_argument("--out", default=None, help="output directory (scores JSON, hypotheses, PNG)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="model dtype")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    args = parser.parse_args(argv)
+    for name in ("num_beams", "batch_size", "max_new_tokens", "max_source_length"):
+        require_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.max_per_direction is not None:
+        require_positive("--max-per-direction", args.max_per_direction)
+    systems = _parse_systems(args)
+
+    from xlt.io import check_output
+
+    if args.out:
+        check_output(args.out, args.overwrite)
+    from xlt.eval.mt import (format_comparison, format_direction_table, group_directions, make_metrics,
+                             score, signatures, tier_averages, translate_many)
+    from xlt.formats import read_records
+    from xlt.lslo.config import parse_mapping
+
+    pairs = read_records(args.data, "parallel")
+    groups = group_directions(pairs)
+    if args.directions:
+        wanted = []
+        for d in args.directions:
+            src, sep, tgt = d.partition("-")
+            if not sep or (src, tgt) not in groups:
+                raise ConfigError(f"--directions: {args.data} has no {d!r} pairs "
+                                  f"(directions present: {', '.join(f'{s}-{t}' for s, t in groups)})")
+            wanted.append((src, tgt))
+        groups = {d: groups[d] for d in wanted}
+    if args.max_per_direction:
+        groups = {d: v[:args.max_per_direction] for d, v in groups.items()}
+    metrics = make_metrics(chrf_word_order=args.chrf_word_order, spm_model=args.spm_model)
+    metric = args.metric or ("spbleu" if "spbleu" in metrics else "bleu")
+    if metric not in metrics:
+        raise ConfigError(f"--metric: {metric!r} is not computed (available: {', '.join(metrics)})")
+    tiers = parse_mapping(args.tiers, name="--tiers") if args.tiers else None
+
+    results: dict[str, dict] = {}
+    hypotheses: dict[str, list[dict]] = {}
+    for name, path in systems:
+        model, tokenizer, lslo_config = _load_system(path, args)
+        if tiers is None and lslo_config is not None:
+            tiers = {lang: lslo_config.tier_of(lang) for lang in lslo_config.languages}
+        per_direction = {}
+        rows = []
+        items = [(p.src, s, t) for (s, t), members in groups.items() for p in members]
+        progress = _progress(len(items), name)
+        hyps_all = translate_many(model, tokenizer, items, num_beams=args.num_beams, batch_size=args.batch_size,
+                                  max_new_tokens=args.max_new_tokens, max_source_length=args.max_source_length,
+                                  lslo_languages=lslo_config.languages if lslo_config is not None else None,
+                                  progress=progress.update)
+        offset = 0
+        for (src, tgt), members in groups.items():
+            hyps = hyps_all[offset:offset + len(members)]
+            offset += len(members)
+            refs = [p.tgt for p in members]
+            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), n=len(members))
+            rows += [{"src_lang": src, "tgt_lang": tgt, "src": p.src, "ref": p.tgt, "hyp": h}
+                     for p, h in zip(members, hyps)]
+        progress.close()
+        results[name] = {"path": str(path), "lslo": lslo_config is not None, "directions": per_direction}
+        hypotheses[name] = rows
+    tiers = tiers or {}
+
+    for name, res in results.items():
+        table = {d: v[metric] for d, v in res["directions"].items()}
+        print(format_direction_table(table, tiers, title=f"== {name}: {metric} (rows: source, columns: target)"))
+        print()
+    print(format_comparison({n: {d: v[metric] for d, v in r["directions"].items()} for n, r in results.items()},
+                            tiers, metric=metric))
+    for extra in metrics:
+        if extra != metric:
+            print()
+            print(format_comparison({n: {d: v[extra] for d, v in r["directions"].items()}
+                                     for n, r in results.items()}, tiers, metric=extra))
+
+    if args.out:
+        _write_outputs(args, results, hypotheses, tiers, metrics, metric, signatures(metrics), tier_averages)
+    return 0
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, disable=None, leave=False)
+
+
+def _load_system(path: str, args):
+    """(model, tokenizer, LSLoConfig or None) for a model directory or an LSLo adapter directory."""
+    from xlt.lslo.cli import base_model_of
+    from xlt.lslo.model import is_lslo_dir, load_lslo
+    from xlt.models import load_model, load_tokenizer, resolve_device
+
+    device = resolve_device(args.device)
+    directory = Path(path)
+    if is_lslo_dir(directory):
+        base = base_model_of(directory, args.base)
+        tok_source = args.tokenizer or (directory if (directory / "tokenizer_config.json").is_file() else base)
+        tokenizer = load_tokenizer(tok_source)
+        model = load_model(base, kind="seq2seq", dtype=args.dtype, device="cpu", allow_pickle=args.allow_pickle)
+        lslo = load_lslo(model, directory)
+        lslo.to(device)
+        lslo.eval()
+        return lslo, tokenizer, lslo.lslo_config
+    tokenizer = load_tokenizer(args.tokenizer or path)
+    model = load_model(path, kind="auto", dtype=args.dtype, device=device, allow_pickle=args.allow_pickle)
+    model.eval()
+    return model, tokenizer, None
+
+
+def _write_outputs(args, results, hypotheses, tiers, metrics, metric, sigs, tier_averages) -> None:
+    from xlt.eval.mt import plot_direction_heatmap
+    from xlt.formats import write_jsonl
+    from xlt.io import atomic_dir
+
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        doc = {"data": str(args.data), "metric": metric, "signatures": sigs, "tiers": tiers,
+               "settings": {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+                            "chrf_word_order": args.chrf_word_order, "spm_model": args.spm_model},
+               "systems": {}}
+        for name, res in results.items():
+            directions = {f"{s}-{t}": v for (s, t), v in res["directions"].items()}
+            averages = {m: tier_averages({d: v[m] for d, v in res["directions"].items()}, tiers)
+                        for m in metrics}
+            doc["systems"][name] = {"path": res["path"], "lslo": res["lslo"], "directions": directions,
+                                    "averages": averages}
+            write_jsonl(tmp / f"hypotheses.{name}.jsonl", hypotheses[name])
+            figure = plot_direction_heatmap({d: v[metric] for d, v in res["directions"].items()}, tiers,
+                                            title=f"{name}: {metric}")
+            figure.savefig(tmp / f"heatmap.{name}.{metric}.png", format="png", dpi=120)
+        (tmp / "mt_scores.json").write_text(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                                            encoding="utf-8")

@@ -1,0 +1,152 @@
+"""MT evaluation: scores against sacrebleu's own functions, tables, decoding conventions, spBLEU offline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+HYPS = ["the cat sat on the mat", "a dog runs in the park today", "green trees grow"]
+REFS = ["the cat sat on a mat", "the dog runs in the park", "green trees are growing"]
+
+
+def test_bleu_and_chrf_equal_sacrebleu():
+    import sacrebleu
+
+    from xlt.eval.mt import make_metrics, score
+
+    got = score(HYPS, REFS, make_metrics())
+    assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score, abs=1e-9)
+    assert got["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score, abs=1e-9)
+    plus = score(HYPS, REFS, make_metrics(chrf_word_order=2))
+    assert set(plus) == {"bleu", "chrf++"}
+    assert plus["chrf++"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS], word_order=2).score, abs=1e-9)
+    assert plus["chrf++"] != pytest.approx(got["chrf"])
+
+
+@pytest.fixture(scope="module")
+def spm_file(tmp_path_factory):
+    sentencepiece = pytest.importorskip("sentencepiece")
+    root = tmp_path_factory.mktemp("spm")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(HYPS + REFS + ["the quick brown fox jumps over the lazy dog"] * 3), encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(root / "tiny"), vocab_size=40,
+                                             model_type="unigram", minloglevel=2)
+    (root / "models").mkdir()
+    (root / "tiny.model").rename(root / "models" / "flores200sacrebleuspm")
+    return root / "models" / "flores200sacrebleuspm"
+
+
+def test_spbleu_from_a_local_model_equals_sacrebleu_flores200(spm_file, monkeypatch):
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.tokenizers import tokenizer_spm
+
+    from xlt.eval.mt import make_metrics, score, signatures
+
+    metrics = make_metrics(spm_model=spm_file)
+    got = score(HYPS, REFS, metrics)
+    # sacrebleu's own flores200 tokenizer, pointed at the same file (no download)
+    monkeypatch.setattr(tokenizer_spm, "SACREBLEU_DIR", str(spm_file.parent.parent))
+    want = BLEU(tokenize="flores200").corpus_score(HYPS, [REFS]).score
+    assert got["spbleu"] == pytest.approx(want, abs=1e-9)
+    assert got["spbleu"] != pytest.approx(got["bleu"])
+    assert "tok:flores200" in signatures(metrics)["spbleu"]
+
+
+def test_missing_spm_file_is_a_config_error(tmp_path):
+    from xlt.errors import ConfigError
+    from xlt.eval.mt import make_metrics
+
+    with pytest.raises(ConfigError, match="no such SentencePiece model file"):
+        make_metrics(spm_model=tmp_path / "nope.model")
+
+
+def test_tier_averages_and_table():
+    from xlt.eval.mt import format_comparison, format_direction_table, order_languages, tier_averages
+
+    tiers = {"aa": "low", "bb": "high", "cc": "med"}
+    scores = {("aa", "bb"): 10.0, ("bb", "aa"): 20.0, ("bb", "cc"): 30.0, ("cc", "aa"): 40.0}
+    assert order_languages(["aa", "bb", "cc"], tiers) == ["bb", "cc", "aa"]
+    avg = tier_averages(scores, tiers)
+    assert avg["all"] == 25.0
+    assert avg["by_source_tier"] == {"high": 25.0, "low": 10.0, "med": 40.0}
+    assert avg["by_target_tier"] == {"high": 10.0, "low": 30.0, "med": 30.0}
+    assert avg["by_tier_pair"]["high->low"] == 20.0
+    table = format_direction_table(scores, tiers, title="t")
+    lines = table.splitlines()
+    assert lines[2].split() == ["bb", "cc", "aa", "avg"]
+    assert lines[3].split() == ["high", "bb", "-", "30.0", "20.0", "25.0"]
+    comparison = format_comparison({"x": scores}, tiers, metric="bleu")
+    assert comparison.splitlines()[1].split() == ["system", "all", "src:high", "src:med", "src:low",
+                                                  "tgt:high", "tgt:med", "tgt:low"]
+    assert comparison.splitlines()[2].split()[:2] == ["x", "25.00"]
+
+
+def test_heatmap_figure():
+    from xlt.eval.mt import plot_direction_heatmap
+
+    fig = plot_direction_heatmap({("aa", "bb"): 1.0, ("bb", "aa"): 2.0}, {"aa": "high"}, title="t")
+    assert fig.axes[0].get_title() == "t"
+
+
+@pytest.fixture(scope="module")
+def tiny_translation_model():
+    from xlt.testing import tiny_model, train_nllb_tokenizer
+
+    tokenizer = train_nllb_tokenizer(["eng_Latn", "deu_Latn", "fra_Latn"])
+    return tiny_model("m2m100", tokenizer, seed=3), tokenizer
+
+
+def test_encoding_follows_the_nllb_convention(tiny_translation_model):
+    from xlt.eval.mt import encode_texts
+
+    _, tokenizer = tiny_translation_model
+    tokenizer.src_lang, tokenizer.tgt_lang = "eng_Latn", "deu_Latn"
+    reference = tokenizer("The cat sat on the mat.", text_target="Der Hund schläft im Garten.")
+    assert encode_texts(tokenizer, ["The cat sat on the mat."], "eng_Latn", 64)[0] == reference["input_ids"]
+    assert encode_texts(tokenizer, ["Der Hund schläft im Garten."], "deu_Latn", 64)[0] == reference["labels"]
+    assert len(encode_texts(tokenizer, ["The cat sat on the mat."], "eng_Latn", 4)[0]) == 4
+
+
+def test_mixed_direction_batches_equal_forced_bos_generation(tiny_translation_model):
+    from xlt.eval.mt import encode_texts, translate_many
+
+    model, tokenizer = tiny_translation_model
+    items = [("The cat sat on the mat.", "eng_Latn", "deu_Latn"), ("Le chat dort sur le lit.", "fra_Latn", "eng_Latn"),
+             ("Hello world.", "eng_Latn", "fra_Latn")]
+    got = translate_many(model, tokenizer, items, num_beams=1, batch_size=8, max_new_tokens=6)
+    for (text, src, tgt), hyp in zip(items, got):  # one direction at a time, with forced_bos_token_id
+        ids = torch.tensor(encode_texts(tokenizer, [text], src, 64))
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, forced_bos_token_id=tokenizer.convert_tokens_to_ids(tgt),
+                                 max_new_tokens=7, num_beams=1, do_sample=False)
+        assert out[0, 1].item() == tokenizer.convert_tokens_to_ids(tgt)
+        assert tokenizer.decode(out[0, 2:].tolist(), skip_special_tokens=True).strip() == hyp
+
+
+def test_unknown_language_token_is_a_model_error(tiny_translation_model):
+    from xlt.errors import ModelError
+    from xlt.eval.mt import translate
+
+    model, tokenizer = tiny_translation_model
+    with pytest.raises(ModelError, match="tokenizer has no token for language 'qaa'"):
+        translate(model, tokenizer, ["x"], "qaa", "eng_Latn")
+
+
+def test_cli_errors_are_one_line(xlt_cli, tmp_path):
+    from xlt.formats import ParallelPair, write_jsonl
+
+    data = write_jsonl(tmp_path / "test.jsonl", [ParallelPair("eng", "deu", "a", "b")])
+    result = xlt_cli("eval", "mt", "--data", data, "--system", "bad/name=x", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2 and result.stderr.strip().startswith("xlt: error:")
+    assert "system name 'bad/name'" in result.stderr
+    result = xlt_cli("eval", "mt", "--data", data, "--model", tmp_path, "--directions", "eng-fra",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2 and "has no 'eng-fra' pairs" in result.stderr

@@ -1,0 +1,127 @@
+"""``xlt train lslo``, ``xlt lslo export`` and ``xlt eval mt`` through the real command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from _lslo_helpers import TOY_LANGS, toy_corpus, toy_pairs
+
+
+@pytest.fixture(scope="module")
+def toy_world(tmp_path_factory):
+    from xlt.formats import write_jsonl
+    from xlt.testing import save_tiny_model, train_nllb_tokenizer
+
+    root = tmp_path_factory.mktemp("lslo-world")
+    write_jsonl(root / "train.jsonl", toy_pairs(4, seed=0))
+    write_jsonl(root / "test.jsonl", toy_pairs(1, seed=1))
+    tokenizer = train_nllb_tokenizer(TOY_LANGS, toy_corpus(), vocab_size=300)
+    save_tiny_model("m2m100", root / "model", tokenizer=tokenizer, hidden_size=32, num_layers=4)
+    save_tiny_model("m2m100", root / "other", tokenizer=tokenizer, hidden_size=32, num_layers=4, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(toy_world, xlt_cli):
+    out = toy_world / "lslo"
+    result = _run(xlt_cli, "train", "lslo", "--model", toy_world / "model", "--train_file", toy_world / "train.jsonl",
+                     "--output_dir", out, "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
+                     "--tiers", "qaa=high", "qab=med", "qac=low", "qad=low", "--pruning", "language",
+                     "--pruning_t1", "1", "--pruning_t2", "1", "--target_pruning_ratio", "0.5",
+                     "--learning_rate", "0.01", "--use_cpu", "--disable_tqdm", "true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.mark.slow
+def test_train_writes_adapter_report_and_config(trained):
+    from safetensors.torch import load_file
+
+    names = {p.name for p in trained.iterdir()}
+    assert {"lslo_config.json", "lslo_model.safetensors", "pruning_report.json", "pruning_report.png",
+            "train_config.json", "tokenizer.json"} <= names
+    meta = json.loads((trained / "lslo_config.json").read_text())
+    assert meta["config"]["languages"] == TOY_LANGS
+    assert meta["config"]["encoder_directions"] == ["src", "src"]
+    report = json.loads((trained / "pruning_report.json").read_text())
+    # epoch 2 >= t1 + t2: half of every language's B pool is zero in the file (ranks 2, 2, 8, 8)
+    pool = {"qaa": 1664, "qab": 1664, "qac": 6656, "qad": 6656}
+    state = load_file(str(trained / "lslo_model.safetensors"))
+    for lang, size in pool.items():
+        zeros = sum(int((t == 0).sum()) for k, t in state.items() if k.endswith(f".lora_b.{lang}"))
+        assert zeros >= round(0.5 * size)
+        assert report["per_language"][lang]["total"] == size
+    assert [e["epoch"] for e in report["schedule"]["epochs"]] == [1, 2]
+    assert state["model.encoder.layers.0.fc1.lora_b.qab"].abs().sum() > 0  # it trained
+
+
+@pytest.mark.slow
+def test_export_equals_lslo_direction_and_eval_mt(trained, toy_world, xlt_cli, tmp_path):
+    from xlt.lslo import load_lslo
+    from xlt.models import load_model
+
+    out = tmp_path / "qab-qad"
+    result = _run(xlt_cli, "lslo", "export", "--adapter", trained, "--src", "qab", "--tgt", "qad", "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    exported = load_model(out)
+    assert exported.generation_config.forced_bos_token_id is not None
+    lslo = load_lslo(load_model(toy_world / "model"), trained)
+    ids = torch.tensor([[5, 9, 17, 33, 2], [7, 11, 2, 1, 1]])
+    mask = (ids != 1).long()
+    dec = torch.tensor([[2, 8, 20, 21], [2, 8, 30, 31]])
+    with torch.no_grad():
+        want = lslo(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
+                    src_lang_ids=["qab", "qab"], tgt_lang_ids=["qad", "qad"]).logits
+        got = exported(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    assert (got - want).abs().max().item() < 1e-5
+
+    scores = tmp_path / "eval"
+    result = _run(xlt_cli, "eval", "mt", "--data", toy_world / "test.jsonl", "--system", f"lslo={trained}",
+                     "--system", f"base={toy_world / 'model'}", "--num-beams", "2", "--max-new-tokens", "8",
+                     "--directions", "qaa-qab", "qab-qad", "qad-qac", "qac-qaa",
+                     "--chrf-word-order", "2", "--out", scores)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "== lslo: bleu" in result.stdout and "chrf++ averages by resource tier" in result.stdout
+    doc = json.loads((scores / "mt_scores.json").read_text())
+    assert set(doc["systems"]) == {"lslo", "base"}
+    assert sorted(doc["systems"]["lslo"]["directions"]) == ["qaa-qab", "qab-qad", "qac-qaa", "qad-qac"]
+    assert doc["tiers"] == {"qaa": "high", "qab": "med", "qac": "low", "qad": "low"}
+    assert (scores / "heatmap.lslo.bleu.png").stat().st_size > 0
+    hyps = [json.loads(line) for line in (scores / "hypotheses.lslo.jsonl").read_text().splitlines()]
+    assert len(hyps) == 4 and {"src_lang", "tgt_lang", "src", "ref", "hyp"} <= set(hyps[0])
+
+
+def _run(xlt_cli, *args):
+    """The real CLI, single-threaded (the suite shares two cores with other work)."""
+    return xlt_cli(*args, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+
+
+def _one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout[-500:], result.stderr[-1500:])
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("xlt: error: ") and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+@pytest.mark.slow
+def test_bad_input_is_a_one_line_error(toy_world, xlt_cli, tmp_path):
+    common = ["train", "lslo", "--model", toy_world / "model", "--train_file", toy_world / "train.jsonl",
+              "--use_cpu", "--max_steps", "1"]
+    _one_line_error(_run(xlt_cli, *common, "--output_dir", tmp_path / "a", "--languages", "qaa", "qab", "qac"),
+                    "train.jsonl:", "unknown language code 'qad'")
+    _one_line_error(_run(xlt_cli, *common, "--output_dir", tmp_path / "b", "--encoder_directions", "src*3"),
+                    "encoder_directions has 3 entries but the model has 2 encoder layers")
+
+
+@pytest.mark.slow
+def test_adapter_for_another_base_is_refused(trained, toy_world, xlt_cli, tmp_path):
+    result = _run(xlt_cli, "lslo", "export", "--adapter", trained, "--model", toy_world / "other",
+                     "--src", "qaa", "--tgt", "qab", "--out", tmp_path / "x")
+    _one_line_error(result, "saved for another base model")
+    assert not (tmp_path / "x").exists()
+    result = _run(xlt_cli, "lslo", "export", "--adapter", trained, "--src", "qaa", "--tgt", "eng", "--out", tmp_path / "y")
+    _one_line_error(result, "language 'eng' is not in the adapter's languages")
