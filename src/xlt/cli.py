@@ -51,7 +51,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
                  "per-language accuracy (exact match) of generated task completions"),
         "lm-eval": ("xlt.eval.cli:lm_eval_command", "run lm-evaluation-harness on a loaded model"),
         "mt": ("xlt.eval.mt_cli:mt_command", "translate every direction and score BLEU / chrF"),
-        "ppl": ("xlt.eval.cli:ppl_command", "per-language perplexity with a sliding window"),
+        "ppl": ("xlt.eval.ppl_cli:ppl_command", "per-language perplexity with a sliding window"),
     },
     "analyze": {
         "similarity": ("xlt.analysis.cli:similarity_command",

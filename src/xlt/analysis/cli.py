@@ -1,0 +1,183 @@
+"""``xlt analyze similarity``: layer-wise hidden-state and gradient similarity of parallel inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+from xlt.errors import ConfigError, DataError
+
+DESCRIPTION = """Compare a causal LM's hidden states and gradients on parallel inputs, layer by layer.
+--text FILE: the same text in two cloned languages of a model trained by 'xlt pretrain'
+(position-wise cosine). --pairs FILE: ParallelPair records (jsonl/json/csv/tsv/parquet) whose two
+sides are compared after a maximum-weight token matching. Several --model values are compared in
+one plot. Writes similarity.json, layers.csv, gradients.csv and PNG plots to --output_dir."""
+
+
+def build_parser(prog: str):
+    from xlt.config import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=DESCRIPTION)
+    parser.add_argument("--model", nargs="+", required=True, help="model directories or hub ids")
+    parser.add_argument("--label", nargs="+", default=None, help="one label per model (default: dir name)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="text file, one line per input, compared across two clones")
+    source.add_argument("--pairs", help="parallel pairs (ParallelPair records in any toolkit format)")
+    parser.add_argument("--languages", nargs=2, default=None, metavar=("A", "B"),
+                        help="the two languages of the model compared (default: its first two)")
+    parser.add_argument("--mode", choices=["position", "matching"], default=None,
+                        help="token alignment (default: position for --text, matching for --pairs)")
+    parser.add_argument("--n_inputs", type=int, default=500, help="use the first N (packed) inputs")
+    parser.add_argument("--pack", type=int, default=0,
+                        help="glue consecutive lines into inputs of at most this many tokens per side "
+                             "(the paper: 512; 0 = one line per input)")
+    parser.add_argument("--min_len", type=int, default=0,
+                        help="with --pack: drop packed inputs shorter than this (the paper: 128)")
+    parser.add_argument("--max_len", type=int, default=None,
+                        help="truncate each side to this many tokens (default: the model's positions)")
+    parser.add_argument("--no_gradients", action="store_true", help="skip the gradient similarity")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--output_dir", required=True, help="directory for JSON, CSV and PNG outputs")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output_dir")
+    parser.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
+                        help="allow pickle weight files")
+    return parser
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "model"
+
+
+def _model_inputs(args, model_path: str, model) -> tuple[list[tuple], str]:
+    """Parallel inputs in the model's vocabulary and the default mode."""
+    import torch
+
+    from xlt.formats import read_parallel_pairs
+    from xlt.io import read_json
+    from xlt.models import load_tokenizer
+    from xlt.analysis.similarity import pack_parallel
+    from xlt.pretrain.cloned import LanguageMap
+    from xlt.pretrain.data import iter_lines
+
+    model_dir = Path(model_path)
+    tokenizers = [load_tokenizer(model_path)]
+    language_map = None
+    if (model_dir / "languages.json").is_file():
+        language_map = LanguageMap.from_dict(read_json(model_dir / "languages.json"))
+        if (model_dir / "tokenizer_l2").is_dir():
+            tokenizers.append(load_tokenizer(model_dir / "tokenizer_l2"))
+    if language_map is not None and language_map.n_languages >= 2:
+        lang_a, lang_b = args.languages or language_map.names[:2]
+        language_map.index(lang_a)
+        language_map.index(lang_b)
+    elif args.languages and language_map is not None:
+        raise ConfigError(f"{model_path}: has one language ({language_map.names[0]}), cannot compare two")
+    else:
+        lang_a = lang_b = None
+
+    def encode(texts: list[str], language) -> list[list[int]]:
+        index = language_map.tokenizer_index(language) if language_map and language else 0
+        tokenizer = tokenizers[index] if index < len(tokenizers) else tokenizers[0]
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    if args.text:
+        if language_map is None or language_map.kind != "cloned":
+            raise ConfigError(f"{model_path}: --text compares cloned languages, which needs a model "
+                              "pre-trained with cloned languages (languages.json); use --pairs otherwise")
+        lines = list(iter_lines([args.text]))
+        ids = encode(lines, lang_a)
+        raw = list(zip(ids, ids))
+        mode = "position"
+    else:
+        pairs = read_parallel_pairs(args.pairs)
+        raw = list(zip(encode([p.src for p in pairs], lang_a), encode([p.tgt for p in pairs], lang_b)))
+        mode = "matching"
+    if args.pack:
+        inputs = pack_parallel(raw, max_len=args.pack, min_len=args.min_len)
+    else:
+        inputs = [(list(a), list(b)) for a, b in raw if min(len(a), len(b)) >= max(args.min_len, 2)]
+    inputs = inputs[:args.n_inputs]
+    if not inputs:
+        raise DataError(f"no parallel input of at least 2 tokens per side",
+                        path=args.text or args.pairs)
+    limit = args.max_len or getattr(model.config, "n_positions", None) or \
+        getattr(model.config, "max_position_embeddings", None)
+    out = []
+    for a, b in inputs:
+        a = torch.tensor(a[:limit] if limit else a, dtype=torch.long)
+        b = torch.tensor(b[:limit] if limit else b, dtype=torch.long)
+        if language_map is not None and lang_a is not None:
+            a = language_map.map_ids(a, lang_a)
+            b = language_map.map_ids(b, lang_b)
+        out.append((a, b))
+    return out, mode
+
+
+def similarity_command(argv: list[str], prog: str) -> int:
+    args = build_parser(prog).parse_args(argv)
+    from tqdm.auto import tqdm
+
+    from xlt.analysis.plots import plot_gradient_heatmap, plot_similarity_by_layer
+    from xlt.analysis.similarity import analyze_parallel
+    from xlt.io import atomic_dir, check_output, write_json
+    from xlt.models import load_model
+
+    check_output(args.output_dir, args.overwrite)
+    labels = args.label or [Path(m).name or m for m in args.model]
+    if len(labels) != len(args.model):
+        raise ConfigError(f"--label needs one label per --model ({len(args.model)}), got {len(labels)}")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--label values must be distinct, got {', '.join(labels)}")
+    results = {}
+    for label, model_path in zip(labels, args.model):
+        model = load_model(model_path, kind="causal", dtype="float32", device=args.device,
+                           allow_pickle=args.allow_pickle, attn_implementation="eager")
+        inputs, default_mode = _model_inputs(args, model_path, model)
+        mode = args.mode or default_mode
+        with tqdm(total=len(inputs), desc=f"similarity {label}", leave=False) as bar:
+            result = analyze_parallel(model, inputs, mode=mode, gradients=not args.no_gradients,
+                                      progress=bar.update)
+        results[label] = (model_path, result)
+        means = result.layer_means()
+        curve = " ".join(f"{v:.2f}" for v in means["hidden_cos"][1:])
+        print(f"{label}: {len(inputs)} inputs, {mode} cosine by layer 1..{result.n_layers}: {curve}; "
+              f"mean block gradient cosine {result.mean_block_gradient_cosine():.3f}")
+        del model
+
+    with atomic_dir(args.output_dir, overwrite=args.overwrite) as tmp:
+        payload = {label: {"model": path, **result.to_dict()} for label, (path, result) in results.items()}
+        write_json(tmp / "similarity.json", payload)
+        with open(tmp / "layers.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["model", "layer", "hidden_cos", "hidden_cos_std", "pooled_cos", "cka"])
+            for label, (_, result) in results.items():
+                means = result.layer_means()
+                for layer in range(result.n_layers + 1):
+                    writer.writerow([label, layer] + [_fmt(means[k][layer]) for k in
+                                                      ("hidden_cos", "hidden_cos_std", "pooled_cos", "cka")])
+        if not args.no_gradients:
+            with open(tmp / "gradients.csv", "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["model", "parameter", "layer", "type", "grad_cos_mean", "n_inputs"])
+                for label, (_, result) in results.items():
+                    for name, values in result.gradients.items():
+                        layer, kind = result.layout.get(name, (None, name))
+                        writer.writerow([label, name, "" if layer is None else layer, kind,
+                                         _fmt(sum(values) / len(values)), len(values)])
+        plot_similarity_by_layer({label: result.layer_means() for label, (_, result) in results.items()},
+                                 tmp / "similarity_by_layer.png")
+        if not args.no_gradients:
+            for label, (_, result) in results.items():
+                types, matrix = result.gradient_matrix()
+                plot_gradient_heatmap(types, matrix, tmp / f"gradient_heatmap_{_safe(label)}.png",
+                                      title=f"Gradient cosine by block and parameter type: {label}")
+    print(json.dumps({"output_dir": str(args.output_dir),
+                      "files": sorted(p.name for p in Path(args.output_dir).iterdir())}))
+    return 0
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6f}"

@@ -1,0 +1,74 @@
+"""PNG plots of layer-wise similarity (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping, Sequence
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_similarity_by_layer(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,
+                             *, title: str = "Similarity of parallel inputs by layer") -> None:
+    """One panel per metric (token cosine, pooled cosine, CKA), one line per model.
+
+    ``curves``: model label -> ``{"hidden_cos": [...], "hidden_cos_std": [...], "pooled_cos":
+    [...], "cka": [...]}`` indexed by layer (0 = block input).
+    """
+    plt = _pyplot()
+    metrics = [("hidden_cos", "token cosine"), ("pooled_cos", "mean-pooled cosine"), ("cka", "linear CKA")]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, (key, label) in zip(axes[0], metrics):
+        for model_label, values in curves.items():
+            ys = list(values.get(key, []))
+            xs = list(range(len(ys)))
+            line, = ax.plot(xs, ys, marker="o", markersize=3, label=model_label)
+            if key == "hidden_cos" and values.get("hidden_cos_std"):
+                std = values["hidden_cos_std"]
+                ax.fill_between(xs, [y - s for y, s in zip(ys, std)], [y + s for y, s in zip(ys, std)],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.axhline(0.0, color="grey", linewidth=0.5)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_gradient_heatmap(types: Sequence[str], matrix: Sequence[Sequence[float]], path: str | os.PathLike,
+                          *, title: str = "Gradient cosine by layer and parameter type") -> None:
+    """Heat map of the mean gradient cosine: parameter types (rows) x blocks (columns)."""
+    import numpy as np
+
+    plt = _pyplot()
+    data = np.array(matrix, dtype=float) if len(matrix) else np.zeros((0, 0))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * (data.shape[1] if data.size else 1) + 3),
+                                    max(3.0, 0.32 * len(types) + 1.5)))
+    image = ax.imshow(np.ma.masked_invalid(data), cmap="coolwarm", vmin=-1.0, vmax=1.0,
+                      aspect="auto")
+    ax.set_yticks(range(len(types)))
+    ax.set_yticklabels(types, fontsize=7)
+    ax.set_xticks(range(data.shape[1] if data.size else 0))
+    ax.set_xlabel("block")
+    finite = data[np.isfinite(data)]
+    mean = float(finite.mean()) if finite.size else math.nan
+    ax.set_title(f"{title}\nmean {mean:.3f}", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
