@@ -37,7 +37,9 @@ def _transfer(settings: dict, results: dict, source: str, langs: list[str], spli
             for metric in ("accuracy", "exact_match"):
                 per_seed = {}
                 for seed in settings["seeds"]:
-                    r = results.get(f"transfer-{method}-s{seed}")
+                    # classification from the polarity runs, extraction from the roles runs
+                    key = f"transfer-{method}-s{seed}" if metric == "accuracy" else f"transfer-roles-{method}-s{seed}"
+                    r = results.get(key)
                     if r is None:
                         continue
                     value = r["scores"][split].get(lang, {}).get(metric)
@@ -185,7 +187,7 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
         add("## The base model\n")
         add(f"A {m['layers']}-layer Llama (hidden {m['hidden']}, {m['heads']} heads, MLP {m['mlp']}; "
             f"{base['parameters']:,} parameters) pre-trained from scratch with `xlt.pretrain` on the corpus of "
-            f"every language: {base['steps']} steps, {base['tokens_seen']:,} tokens, final training loss "
+            f"every language: {base['steps']} steps, {base['tokens_seen']:,} tokens, mean training loss "
             f"{base['train_loss']:.3f}.\n")
         doc["base"] = base
     be = results.get("base-eval")
@@ -223,7 +225,9 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
                 f" | **{fmt(row.get('targets_mean', {}).get('accuracy'), row.get('targets_mean', {}).get('accuracy_std'))}** |")
         add("")
         if any("exact_match" in row.get(source, {}) for row in transfer.values()):
-            add("`roles` exact match (%, test; greedy generation):\n")
+            nr = len(settings.get("transfer_roles", {}).get("seeds", []) or [])
+            add(f"`roles` exact match (%, test; greedy generation; separate runs on the source's `roles` data, "
+                f"same budget, {nr} seed(s)):\n")
             add(header)
             add("|---|" + "---:|" * (len(langs) + 1))
             for method, row in transfer.items():

@@ -131,24 +131,29 @@ def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 
                                           device=device, tasks=s_tr["tasks"]), needs=("base",)),
     ]
 
-    def transfer_step(method: str, seed: int) -> Callable[[], dict]:
+    def transfer_step(method: str, seed: int, s: dict, tag: str = "") -> Callable[[], dict]:
         def run() -> dict:
-            adapter = adapters / f"{method}-s{seed}"
+            adapter = adapters / f"{tag}{method}-s{seed}"
             t0 = time.time()
-            train = tr.train_method(method, base, world, adapter, s_tr, seed=seed, device=device, progress=False)
+            train = tr.train_method(method, base, world, adapter, s, seed=seed, device=device, progress=False)
             t1 = time.time()
             scores = {}
             for split in ("dev", "test"):
-                scores[split] = tr.evaluate_transfer(base, adapter, world, split=split, limit=s_tr["test_limit"],
-                                                     device=device, tasks=s_tr["tasks"])
+                scores[split] = tr.evaluate_transfer(base, adapter, world, split=split, limit=s["test_limit"],
+                                                     device=device, tasks=s["tasks"])
             return {"train": train, "scores": scores, "train_seconds": round(t1 - t0, 1),
                     "eval_seconds": round(time.time() - t1, 1)}
         return run
 
     for seed in seeds:
         for method in s_tr["methods"]:
-            steps.append(Step(f"transfer-{method}-s{seed}", f"{method}, seed {seed}", transfer_step(method, seed),
-                              needs=("base",)))
+            steps.append(Step(f"transfer-{method}-s{seed}", f"{method}, seed {seed}",
+                              transfer_step(method, seed, s_tr), needs=("base",)))
+    s_roles = {**s_tr, **settings["transfer_roles"]}
+    for seed in [x for x in seeds if x in s_roles["seeds"]]:
+        for method in s_tr["methods"]:
+            steps.append(Step(f"transfer-roles-{method}-s{seed}", f"{method} on roles, seed {seed}",
+                              transfer_step(method, seed, s_roles, "roles-"), needs=("base",)))
     for seed in seeds:
         steps.append(Step(f"adamergex-s{seed}", f"AdaMergeX, seed {seed}",
                           lambda seed=seed: ex.adamergex_experiment(
