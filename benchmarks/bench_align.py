@@ -11,7 +11,8 @@
    batch: A) ``AlignTrainer`` with the SFT preset (what ``xlt train sft`` runs), B) a plain
    ``transformers.Trainer`` on the same tokenised rows and collator.
 
-A and B alternate within each repeat; medians over repeats are reported with their ratio A / B.
+A and B alternate within each repeat (the tiny model gets three times the repeats: its steps are
+short and noisier); medians over repeats are reported with their ratio A / B.
 
     python benchmarks/bench_align.py [--repeats 7] [--device cpu|cuda] [--only layers|sft] [--threads 1]
 """
@@ -82,7 +83,8 @@ def bench_layers(device: str, repeats: int) -> list[dict]:
             for fn in (run_a, run_b, run_a, run_b):  # warm-up
                 fn()
             times = {"A": [], "B": []}
-            for _ in range(repeats):
+            rounds = repeats * 3 if size == "tiny" else repeats  # tiny steps are short and noisier
+            for _ in range(rounds):
                 for name, fn in (("A", run_a), ("B", run_b)):
                     _sync(device)
                     t0 = time.perf_counter()
@@ -104,6 +106,7 @@ def bench_sft(device: str, repeats: int, steps: int = 20) -> dict:
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
+    from transformers.trainer_callback import PrinterCallback
 
     from xlt.align.config import SFTConfig
     from xlt.align.data import AlignCollator, TaskText, build_dataset
@@ -138,6 +141,7 @@ def bench_sft(device: str, repeats: int, steps: int = 20) -> dict:
         cfg = SFTConfig(output_dir=out, **common)
         trainer = AlignTrainer(model=model_for(), args=cfg, train_dataset=dataset, data_collator=collator,
                                processing_class=tokenizer, callbacks=[graceful_stop_callback()])
+        trainer.remove_callback(PrinterCallback)
         t0 = time.perf_counter()
         trainer.train()
         return time.perf_counter() - t0, trainer.state.log_history[-2]["loss"]
@@ -146,6 +150,7 @@ def bench_sft(device: str, repeats: int, steps: int = 20) -> dict:
         args = transformers.TrainingArguments(output_dir=out, **common)
         trainer = transformers.Trainer(model=model_for(), args=args, train_dataset=dataset, data_collator=collator,
                                        processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)
         t0 = time.perf_counter()
         trainer.train()
         return time.perf_counter() - t0, trainer.state.log_history[-2]["loss"]

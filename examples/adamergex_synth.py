@@ -83,7 +83,7 @@ def make_tiny_world(out: Path, seed: int = 0) -> Path:
     (out / "corpus").mkdir(exist_ok=True)
     corpus_all = []
     for lang in lexicon:
-        lines = [sentence(lang, *meaning()) for _ in range(3000)]
+        lines = [sentence(lang, *meaning()) + (" ?" if rng.random() < 0.1 else "") for _ in range(3000)]
         (out / "corpus" / f"{lang}.txt").write_text("\n".join(lines) + "\n")
         corpus_all += lines
     task_dir = out / "tasks" / "polarity"
@@ -150,6 +150,21 @@ def train(model, pairs, *, steps, lr, batch_size, seed, pad_id, log_name):
     return tail
 
 
+def prime_labels(lines, train_rows, src, seed):
+    """Corpus lines that are questions ("... ?") get a *random* answer word of the task appended.
+
+    A model pre-trained only on the corpus never sees the classification label words as outputs;
+    with tied embeddings, their logits then stay so small that a LoRA on the blocks cannot make
+    them likely (the task LoRA got stuck predicting one class). Random answers teach the answer
+    vocabulary and format but nothing about which answer is right: no task knowledge leaks.
+    """
+    labels = sorted({ex.completion for ex in train_rows if ex.lang == src})
+    if len(labels) > 10:  # extraction tasks answer with words of the prompt: nothing to prime
+        return lines
+    rng = random.Random(seed)
+    return [line + rng.choice(labels) if line.rstrip().endswith("?") else line for line in lines]
+
+
 def pack_corpus(tok, lines, block):
     ids = []
     for line in lines:
@@ -191,12 +206,16 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--task-steps", type=int, default=300)
+    parser.add_argument("--task-lr", type=float, default=2e-3)
+    parser.add_argument("--ref-lr", type=float, default=2e-3)
     parser.add_argument("--ref-steps", type=int, default=150)
     parser.add_argument("--ref-prompt-words", type=int, default=31, help="reference chunk: prompt words (+1 completion)")
     parser.add_argument("--grid", default="0,0.25,0.5,0.75,1,1.25,1.5")
     parser.add_argument("--eval-limit", type=int, default=200)
     parser.add_argument("--dev-limit", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-label-priming", action="store_true",
+                        help="pre-train on the corpus alone (see prime_labels: the task then cannot be learned)")
     args = parser.parse_args()
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -216,24 +235,34 @@ def main() -> int:
     pad = tok.pad_token_id
     corpus = {l: (world / "corpus" / f"{l}.txt").read_text(encoding="utf-8").splitlines() for l in langs}
 
+    split = lambda name: read_records(world / "tasks" / args.task / f"{name}.jsonl", "task")  # noqa: E731
+    train_rows, dev_rows, test_rows = split("train"), split("dev"), split("test")
+
     # 1. pre-train from scratch on every language's corpus
     print(f"world {world} (source {src}, targets {', '.join(targets)}); pre-training", flush=True)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=2 * args.hidden,
                       num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
                       max_position_embeddings=128, tie_word_embeddings=True, pad_token_id=pad,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    base = LlamaForCausalLM(cfg)
-    blocks = pack_corpus(tok, [line for l in langs for line in corpus[l]], 64)
-    train(base, blocks, steps=args.pretrain_steps, lr=3e-3, batch_size=args.batch_size, seed=args.seed, pad_id=-1,
-          log_name="pre-training (full model)")
+    cached = out / "base"
+    if (cached / "config.json").is_file():  # re-runs reuse the pre-trained model
+        base = LlamaForCausalLM.from_pretrained(cached).eval()
+        print(f"  pre-trained model reused from {cached}")
+    else:
+        base = LlamaForCausalLM(cfg)
+        lines = [line for l in langs for line in corpus[l]]
+        if not args.no_label_priming:
+            lines = prime_labels(lines, train_rows, src, args.seed)
+        blocks = pack_corpus(tok, lines, 64)
+        train(base, blocks, steps=args.pretrain_steps, lr=3e-3, batch_size=args.batch_size, seed=args.seed,
+              pad_id=-1, log_name="pre-training (full model)")
+        base.save_pretrained(cached)
     base.generation_config.pad_token_id = pad
 
     # 2. task LoRA on the source language
-    split = lambda name: read_records(world / "tasks" / args.task / f"{name}.jsonl", "task")  # noqa: E731
-    train_rows, dev_rows, test_rows = split("train"), split("dev"), split("test")
     task_pairs = [encode(tok, ex.prompt, ex.completion, "completion") for ex in train_rows if ex.lang == src]
     adapters = out / "adapters"
-    task_dir = train_lora(base, task_pairs, adapters / f"task_{src}", steps=args.task_steps, lr=2e-3,
+    task_dir = train_lora(base, task_pairs, adapters / f"task_{src}", steps=args.task_steps, lr=args.task_lr,
                           seed=args.seed + 1, pad_id=pad, name=f"task LoRA ({src})", init_seed=args.seed,
                           batch_size=args.batch_size)
 
@@ -242,7 +271,7 @@ def main() -> int:
     for k, lang in enumerate([src] + targets):
         chunks = chunk_words(corpus[lang], args.ref_prompt_words, 1)
         pairs = [encode(tok, p, " " + c, "all") for p, c in chunks.pairs]
-        ref_dirs[lang] = train_lora(base, pairs, adapters / f"ref_{lang}", steps=args.ref_steps, lr=2e-3,
+        ref_dirs[lang] = train_lora(base, pairs, adapters / f"ref_{lang}", steps=args.ref_steps, lr=args.ref_lr,
                                     seed=args.seed + 10 + k, pad_id=pad, name=f"reference LoRA ({lang}, "
                                     f"{len(pairs)} chunks)", init_seed=args.seed,
                                     batch_size=args.batch_size)

@@ -141,3 +141,16 @@ def test_example_configs_parse_with_the_papers_settings(tmp_path):
         assert data.model.startswith(("meta-llama/", "Qwen/", "facebook/"))
     for ds in (examples / "deepspeed").glob("*.json"):
         assert json.loads(ds.read_text())["zero_optimization"]["stage"] in (2, 3)
+
+
+def test_same_seed_same_adapter_bytes(tiny_llama_dir, data, tmp_path, capsys):
+    from xlt.cli import main
+
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        assert main(["train", "mid-align", "--model", str(tiny_llama_dir), "--train_file", str(data / "train.jsonl"),
+                     "--parallel_file", str(data / "pairs.jsonl"), "--max_steps", "2", "--output_dir", str(out),
+                     "--save_strategy", "no", *COMMON]) == 0, capsys.readouterr().err[-2000:]
+        outs.append((out / "adapter_model.safetensors").read_bytes())
+    assert outs[0] == outs[1]

@@ -162,3 +162,15 @@ def test_atomic_file_and_json(tmp_path):
     path.write_text('{"a": 1,\n oops}')
     with pytest.raises(Exception, match=r"x\.json:2: invalid JSON"):
         read_json(path)
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "f.json", {})
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

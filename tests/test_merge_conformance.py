@@ -113,7 +113,7 @@ def _check_lora_case(adapter_dir, case):
 
 def test_base_checksums_and_logits():
     model = H.base_model()
-    params = [p.double() for p in model.parameters()]
+    params = [p.detach().double() for p in model.parameters()]
     assert sum(float(p.sum()) for p in params) == pytest.approx(315.10868791, abs=1e-6)
     assert sum(float(p.abs().sum()) for p in params) == pytest.approx(1891.86327497, abs=1e-6)
     _check_logits(H.logits_stats(model), LORA_CASES["0"][6:])

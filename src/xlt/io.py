@@ -17,6 +17,17 @@ from typing import Any, Iterator
 from xlt.errors import OutputExistsError, XltError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _ordinary_permissions(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create private entries (0600/0700); give outputs the usual mode."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def check_output(path: str | Path, overwrite: bool) -> Path:
     """Fail early (before any work) if ``path`` exists and may not be replaced."""
     path = Path(path)
@@ -37,6 +48,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = check_output(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    _ordinary_permissions(tmp, directory=True)
     try:
         yield tmp
     except BaseException:
@@ -61,6 +73,7 @@ def atomic_file(path: str | Path, overwrite: bool = True, mode: str = "w",
     path = check_output(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
+    _ordinary_permissions(Path(tmp), directory=False)
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding}
         with open(tmp, mode, **kwargs) as handle:

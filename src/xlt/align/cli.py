@@ -168,6 +168,8 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
 
+        transformers.set_seed(cfg.seed)  # the LoRA A matrices are drawn now, before the Trainer seeds
+
         targets = cfg.lora_target_modules or default_target_modules(model)
         check_target_modules(model, targets)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
@@ -179,7 +181,8 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
     train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed)
     eval_ds = None
     if eval_tasks or eval_pairs:
-        eval_ds = build_dataset(tokenizer, eval_tasks, eval_pairs, max_length=cfg.max_length, seed=cfg.seed)
+        eval_ds = build_dataset(tokenizer, eval_tasks, eval_pairs, max_length=cfg.max_length, seed=cfg.seed,
+                                cycle=False)
     elif cfg.eval_strategy != "no":
         raise ConfigError(f"{prog}: eval_strategy={cfg.eval_strategy} needs --eval_file or --eval_parallel_file")
     collator = AlignCollator(tokenizer.pad_token_id, pad_to_multiple_of=cfg.pad_to_multiple_of,
@@ -217,12 +220,14 @@ def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
     """
     from xlt.io import write_json
 
+    tmp = out / ".final.tmp"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every process: DeepSpeed ZeRO-3 gathers the weights here
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     for item in tmp.iterdir():
         target = out / item.name

@@ -78,7 +78,8 @@ class AlignConfig(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={
         "help": "keep the pair columns (the alignment loss needs them)"})
 
-    preset: str = field(default="sft", metadata={"help": "name of the preset these defaults come from"})
+    #: name of the preset whose defaults these are (not an option: the command picks it)
+    preset: str = field(default="custom", init=False)
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -127,7 +128,7 @@ class SFTConfig(AlignConfig):
     0.1 on q,k,v,o,gate,up,down; lr 5e-4, inverse_sqrt, warmup ratio 0.03, weight decay 0;
     5 epochs at batch 32 x 4 in the paper)."""
 
-    preset: str = "sft"
+    preset: str = field(default="sft", init=False)
     schedule: str = field(default="task", metadata={"help": "task / alternate / joint", "choices": list(SCHEDULES)})
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate (paper: 5e-4)"})
     lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "LR schedule (paper: inverse_sqrt)"})
@@ -146,7 +147,7 @@ class MidAlignConfig(SFTConfig):
     The paper doubles the epochs (5 -> 10) since each row feeds one objective per epoch.
     """
 
-    preset: str = "mid-align"
+    preset: str = field(default="mid-align", init=False)
     schedule: str = field(default="alternate", metadata={"help": "task / alternate / joint",
                                                           "choices": list(SCHEDULES)})
     alignment_layer: int | None = field(default=None, metadata={
@@ -169,7 +170,7 @@ class AFPConfig(AlignConfig):
     (xglm-564m, 5,000 steps at per-device batch 2 in the paper).
     """
 
-    preset: str = "afp"
+    preset: str = field(default="afp", init=False)
     schedule: str = field(default="joint", metadata={"help": "task / alternate / joint", "choices": list(SCHEDULES)})
     alignment_layer: int | None = field(default=1, metadata={"help": "decoder block to align (paper: 1)"})
     alignment_pooling: str = field(default="last", metadata={"help": "paper: last", "choices": list(POOLING_METHODS)})

@@ -154,14 +154,18 @@ class AlignDataset(torch.utils.data.Dataset):
     retrieval accuracy).
     """
 
-    def __init__(self, tasks: list[dict], pairs: list[dict], *, seed: int = 0):
+    def __init__(self, tasks: list[dict], pairs: list[dict], *, seed: int = 0, cycle: bool = True):
         self.tasks, self.pairs = tasks, pairs
         n = max(len(tasks), len(pairs))
         if n == 0:
             raise DataError("no training rows: neither task examples nor parallel pairs")
-        rng = random.Random(seed)
-        self.task_index = _cycled(len(tasks), n, rng)
-        self.pair_index = _cycled(len(pairs), n, rng)
+        if cycle:
+            rng = random.Random(seed)
+            self.task_index = _cycled(len(tasks), n, rng)
+            self.pair_index = _cycled(len(pairs), n, rng)
+        else:  # evaluation: each example and pair once; rows past the shorter list carry one kind
+            self.task_index = list(range(len(tasks))) + [None] * (n - len(tasks)) if tasks else None
+            self.pair_index = list(range(len(pairs))) + [None] * (n - len(pairs)) if pairs else None
         self.length = n
 
     def __len__(self) -> int:
@@ -169,9 +173,9 @@ class AlignDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row: dict = {}
-        if self.task_index is not None:
+        if self.task_index is not None and self.task_index[i] is not None:
             row.update(self.tasks[self.task_index[i]])
-        if self.pair_index is not None:
+        if self.pair_index is not None and self.pair_index[i] is not None:
             row.update(self.pairs[self.pair_index[i]])
         return row
 
@@ -190,10 +194,14 @@ def _cycled(count: int, length: int, rng: random.Random) -> list[int] | None:
 
 
 def build_dataset(tokenizer, tasks: Iterable[TaskText], pairs: Iterable[PairText], *, max_length: int,
-                  seed: int = 0) -> AlignDataset:
-    """Tokenise ``tasks`` and ``pairs`` and zip them into an :class:`AlignDataset`."""
+                  seed: int = 0, cycle: bool = True) -> AlignDataset:
+    """Tokenise ``tasks`` and ``pairs`` and zip them into an :class:`AlignDataset`.
+
+    ``cycle=False`` (evaluation) uses every example and pair exactly once instead of cycling the
+    shorter list (repeated pairs in a batch would be false negatives).
+    """
     return AlignDataset(tokenize_task(tokenizer, list(tasks), max_length),
-                        tokenize_pairs(tokenizer, list(pairs), max_length), seed=seed)
+                        tokenize_pairs(tokenizer, list(pairs), max_length), seed=seed, cycle=cycle)
 
 
 def _pad(seqs: list[list[int]], value: int, multiple: int | None) -> torch.Tensor:
@@ -249,7 +257,9 @@ class AlignCollator:
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
-        if "input_ids" in rows[0]:
+        all_rows = rows
+        rows = [r for r in all_rows if "input_ids" in r]  # evaluation rows may carry one kind only
+        if rows:
             if self.packing:
                 docs = [r["input_ids"] for r in rows]
                 prompts = [r.get("prompt_length", 0) for r in rows]
@@ -261,9 +271,10 @@ class AlignCollator:
                 batch["input_ids"] = _pad(ids, self.pad_token_id, self.pad_to_multiple_of)
                 batch["attention_mask"] = _pad([[1] * len(s) for s in ids], 0, self.pad_to_multiple_of)
                 batch["labels"] = _pad([r["labels"] for r in rows], IGNORE_INDEX, self.pad_to_multiple_of)
+        rows = [r for r in all_rows if "anchor_input_ids" in r]
         for side in ("anchor", "candidate"):
             key = f"{side}_input_ids"
-            if key in rows[0]:
+            if rows:
                 seqs = [r[key] for r in rows]
                 batch[key] = _pad(seqs, self.pad_token_id, self.pad_to_multiple_of)
                 batch[f"{side}_attention_mask"] = _pad([[1] * len(s) for s in seqs], 0, self.pad_to_multiple_of)

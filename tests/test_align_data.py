@@ -1,0 +1,68 @@
+"""Data: reference-format rows, tokenisation and label masking, zipping of tasks and pairs."""
+
+from __future__ import annotations
+
+import pytest
+
+from xlt.align.data import (AlignCollator, PairText, TaskText, build_dataset, detect_format, reference_row,
+                            tokenize_pairs, tokenize_task)
+from xlt.errors import DataError
+
+
+def test_detect_and_read_reference_rows():
+    mid = {"text_parallel_0": "Bore da", "text_parallel_1": "Good morning", "prefix": "P: ", "text": "x<|eot_id|>"}
+    afp = {"sent0": "Hello", "sent1": "Hallo", "clm_text": "Say hi. Answer in German: Hallo", "clm_prompt_len": 26}
+    assert detect_format(mid) == "mid-align" and detect_format(afp) == "afp"
+    assert detect_format({"lang": "en", "prompt": "a", "completion": "b"}) == "xlt"
+    task, pair = reference_row(mid, "mid-align")
+    assert pair == PairText("Bore da", "Good morning") and task == TaskText("P: ", "x<|eot_id|>", append_eos=False)
+    task, pair = reference_row(afp, "afp")
+    assert task.prompt == "Say hi. Answer in German: " and task.completion == "Hallo" and pair.anchor == "Hello"
+    assert reference_row({"text_parallel_0": "a", "text_parallel_1": "b"}, "mid-align")[0] is None
+
+
+@pytest.mark.parametrize("row,fmt,field", [
+    ({"text_parallel_0": "a", "text_parallel_1": "", "prefix": "p", "text": "t"}, "mid-align", "text_parallel_1"),
+    ({"text_parallel_0": "a", "text_parallel_1": "b", "prefix": "p"}, "mid-align", "text"),
+    ({"text_parallel_0": "a", "text_parallel_1": "b", "prefix": "p", "text": " "}, "mid-align", "text"),
+    ({"sent0": " ", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 1}, "afp", "sent0"),
+    ({"sent0": "a", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 3}, "afp", "clm_prompt_len"),
+])
+def test_bad_reference_rows_name_the_field(row, fmt, field):
+    with pytest.raises(DataError, match=f"f.json:7: field '{field}'"):
+        reference_row(row, fmt, path="f.json", line=7)
+
+
+def test_task_tokens_mask_the_prompt_and_end_with_eos(bpe_tokenizer):
+    (row,) = tokenize_task(bpe_tokenizer, [TaskText("Question: what is two plus three? Answer:", " five")], 64)
+    prompt_ids = bpe_tokenizer("Question: what is two plus three? Answer:")["input_ids"]
+    assert row["input_ids"][0] == bpe_tokenizer.bos_token_id and row["input_ids"][-1] == bpe_tokenizer.eos_token_id
+    assert row["input_ids"][:len(prompt_ids)] == prompt_ids
+    assert row["labels"][:len(prompt_ids)] == [-100] * len(prompt_ids)
+    assert row["labels"][len(prompt_ids):] == row["input_ids"][len(prompt_ids):]
+    assert bpe_tokenizer.decode(row["input_ids"][len(prompt_ids):-1]) == " five"
+    (raw,) = tokenize_task(bpe_tokenizer, [TaskText("Q:", " a</s>", append_eos=False)], 64)
+    assert raw["input_ids"][-1] == bpe_tokenizer.eos_token_id and raw["input_ids"].count(bpe_tokenizer.eos_token_id) == 1
+
+
+def test_pairs_are_raw_sentences_with_default_special_tokens(bpe_tokenizer):
+    (row,) = tokenize_pairs(bpe_tokenizer, [PairText("The cat sat.", "Le chat dort.")], 64)
+    assert row["anchor_input_ids"] == bpe_tokenizer("The cat sat.")["input_ids"]
+    assert row["anchor_input_ids"][0] == bpe_tokenizer.bos_token_id
+    assert bpe_tokenizer.eos_token_id not in row["candidate_input_ids"]
+
+
+def test_training_rows_cycle_the_shorter_list_and_evaluation_rows_do_not(bpe_tokenizer):
+    tasks = [TaskText(f"Q{i}:", f" {i}") for i in range(5)]
+    pairs = [PairText(f"s{i}", f"t{i}") for i in range(2)]
+    train = build_dataset(bpe_tokenizer, tasks, pairs, max_length=32, seed=3)
+    assert len(train) == 5
+    seen = [tuple(train[i]["anchor_input_ids"]) for i in range(5)]
+    assert len(set(seen)) == 2 and all("input_ids" in train[i] for i in range(5))
+    assert seen == [tuple(build_dataset(bpe_tokenizer, tasks, pairs, max_length=32, seed=3)[i]["anchor_input_ids"])
+                    for i in range(5)]
+    evalset = build_dataset(bpe_tokenizer, tasks, pairs, max_length=32, cycle=False)
+    kinds = [("input_ids" in evalset[i], "anchor_input_ids" in evalset[i]) for i in range(5)]
+    assert kinds == [(True, True), (True, True), (True, False), (True, False), (True, False)]
+    batch = AlignCollator(bpe_tokenizer.pad_token_id)([evalset[i] for i in range(5)])
+    assert batch["input_ids"].shape[0] == 5 and batch["anchor_input_ids"].shape[0] == 2
