@@ -5,7 +5,8 @@ CJK text, a third of the items with an input field) to a temporary directory, th
 separate processes and alternating, (A) ``xlt data afp`` and (B) a straightforward generator
 that follows the reference algorithm record by record (dicts in memory, ``json.dumps`` per
 record). Both write ``AFP.en_zh.X0.5.R3.0.json`` (repeat 3, about 135 MB); the files are
-checked to be identical. Reports wall time and peak resident memory (medians).
+checked to be identical. Reports wall time, CPU time (user + system, less
+sensitive to other load on a shared machine) and peak resident memory (medians).
 
     PYTHONPATH=src python benchmarks/bench_afp_data.py [--records 67017] [--repeats 3]
 """
@@ -99,7 +100,8 @@ random.shuffle(records)
 with open(out, "w", encoding="utf-8") as f:
     for r in records:
         f.write(json.dumps(r, ensure_ascii=False) + "\n")
-print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"maxrss_kb": u.ru_maxrss, "cpu_s": u.ru_utime + u.ru_stime}))
 '''
 
 XLT = r'''
@@ -107,7 +109,8 @@ import json, resource, sys
 from xlt.cli import main
 status = main(["data", "afp", "-b", sys.argv[1], "-o", sys.argv[2], "-l", "en", "zh", "-r", "3",
                "-x", "0.5", "-s", "0", "--overwrite"])
-print(json.dumps({"status": status, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"status": status, "maxrss_kb": u.ru_maxrss, "cpu_s": u.ru_utime + u.ru_stime}))
 '''
 
 
@@ -120,7 +123,7 @@ def run_one(code: str, bactrian: Path, out: Path) -> dict:
                           text=True, env=env, check=True)
     wall = time.perf_counter() - started
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"seconds": wall, "peak_rss_mb": stats["maxrss_kb"] / 1024}
+    return {"seconds": wall, "cpu_seconds": stats["cpu_s"], "peak_rss_mb": stats["maxrss_kb"] / 1024}
 
 
 def md5(path: Path) -> str:
@@ -160,13 +163,15 @@ def main() -> None:
     }
     for name, runs in results.items():
         summary[name] = {"median_seconds": round(statistics.median(r["seconds"] for r in runs), 2),
+                         "median_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 2),
                          "median_peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in runs), 1),
                          "runs": runs}
     summary["speedup"] = round(summary["straightforward"]["median_seconds"] / summary["xlt"]["median_seconds"], 2)
     print(f"input {summary['input_mb']} MB, output {summary['output_mb']} MB "
           f"({n_records} records), identical: {identical}")
     for name in results:
-        print(f"{name:>16}: {summary[name]['median_seconds']:.2f} s, "
+        print(f"{name:>16}: {summary[name]['median_seconds']:.2f} s wall, "
+              f"{summary[name]['median_cpu_seconds']:.2f} s CPU, "
               f"peak RSS {summary[name]['median_peak_rss_mb']:.0f} MB")
     print(f"ratio straightforward/xlt: {summary['speedup']:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Batched vs one-at-a-time multiple-choice ICL scoring on the same tiny model and items.
 
-A tiny randomly initialised Llama (hidden 64, 4 layers) scores 3-choice items with 2
-demonstrations under both scoring rules; (A) ``batch_size=16`` right-padded, sorted by length,
+The test suite's tiny randomly initialised Llama (hidden 32, 4 layers) scores 3-choice items (0-shot by
+default) under both scoring rules; (A) ``batch_size=32`` right-padded, sorted by length,
 (B) ``batch_size=1``. Runs alternate A/B, several repeats, medians; the per-choice scores of
 A and B are checked to agree within 1e-5.
 
@@ -26,7 +26,7 @@ def make_items(n: int, seed: int = 0):
     from xlt.formats import MultipleChoiceItem
 
     rng = random.Random(seed)
-    return [MultipleChoiceItem(lang="en", context=" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30))),
+    return [MultipleChoiceItem(lang="en", context=" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 24))),
                                choices=tuple(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
                                              for _ in range(3)), label=rng.randint(0, 2))
             for _ in range(n)]
@@ -36,7 +36,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shots", type=int, default=0, help="demonstrations per item")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads for both A and B (1 keeps a shared machine comparable)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icl.json"))
     args = parser.parse_args()
@@ -46,14 +49,15 @@ def main() -> None:
     from xlt.eval.icl import prepare_choice_items, score_items
     from xlt.testing import tiny_model, train_bpe_tokenizer
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     tokenizer = train_bpe_tokenizer()
-    model = tiny_model("llama", tokenizer, hidden_size=64, num_layers=4).to(args.device).eval()
+    model = tiny_model("llama", tokenizer).to(args.device).eval()
     items = make_items(args.items)
-    demos = make_items(2, seed=1)
+    demos = make_items(args.shots, seed=1)
     prepared = prepare_choice_items(items, demos)
     n_sequences = sum(len(p.requests) for p in prepared)
-    summary = {"device": args.device, "items": args.items, "sequences": n_sequences,
+    summary = {"device": args.device, "threads": args.threads, "shots": args.shots, "items": args.items, "sequences": n_sequences,
                "batch_size": args.batch_size, "repeats": args.repeats, "rules": {}}
     for rule in ("afp", "lm-eval"):
         times = {"batched": [], "one_at_a_time": []}

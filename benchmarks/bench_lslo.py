@@ -32,7 +32,7 @@ TARGETS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "encoder_
            "encoder_attn.k_proj", "encoder_attn.v_proj", "fc1", "fc2"]
 SIZES = {
     "tiny": dict(hidden_size=32, num_layers=4, num_heads=4, intermediate_size=64),
-    "small": dict(hidden_size=256, num_layers=8, num_heads=4, intermediate_size=1024),
+    "small": dict(hidden_size=256, num_layers=8, num_heads=4, intermediate_size=1024),  # 4+4 layers,
 }
 
 

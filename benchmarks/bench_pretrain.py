@@ -42,6 +42,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 avoids oversubscription "
+                             "on a loaded machine")
     parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "results" / "pretrain.json"))
     args = parser.parse_args()
 
@@ -50,6 +53,8 @@ def main() -> int:
     import transformers as tf
     from transformers import TrainerCallback
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tf.utils.logging.set_verbosity_error()
     tf.utils.logging.disable_progress_bar()
     from xlt.pretrain import LanguageMap, reference_lr
@@ -151,7 +156,7 @@ def main() -> int:
     xlt_median, bare_median, loader_median = (statistics.median(v) for v in (xlt_steps, bare_steps, loader_steps))
     result = {
         "device": args.device, "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "torch": torch.__version__, "transformers": tf.__version__,
+        "torch": torch.__version__, "transformers": tf.__version__, "threads": torch.get_num_threads(),
         "preset": args.preset, "arch": args.arch, "batch": args.batch, "seq_len": args.seq_len,
         "model_vocab": language_map.model_vocab_size, "steps": args.steps, "warmup_dropped": args.warmup,
         "repeats": args.repeats,

@@ -6,9 +6,14 @@ Steps (every step is the real ``xlt`` command line):
    (``xlt.testing``), trained on the world's monolingual corpus;
 2. a stand-in for a pre-trained multilingual model: ``xlt train lslo --full_finetune`` on the
    directions into and out of the world's source language only;
-3. ``xlt train lslo`` (LSLo, ranks by tier, language-specific gradual pruning) and
-   ``xlt train lslo --shared`` (one LoRA of the same parameter count) on every direction;
-4. ``xlt eval mt`` of the base, LSLo and the shared LoRA on every direction of the test split.
+3. ``xlt train lslo`` (LSLo, ranks by tier), the same with language-specific gradual pruning of
+   half of B, and ``xlt train lslo --shared`` (one LoRA of the same parameter count), on every
+   direction;
+4. ``xlt eval mt`` of the base, the two LSLo runs and the shared LoRA on every direction of the
+   test split.
+
+A step whose output directory already holds a finished run is kept (rerun with another --out
+to start over).
 
     python examples/lslo_world.py --world WORLD_DIR --out runs/lslo-world
     python examples/lslo_world.py --toy --out runs/lslo-toy     # a built-in 4-language toy world
@@ -32,7 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def xlt(*args, log: Path | None = None) -> None:
+def xlt(*args, log: Path | None = None, done: Path | None = None) -> None:
+    if done is not None and (done / "train_config.json").is_file():
+        print(f"(kept {done}: already trained)", flush=True)
+        return
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
     base = args.out / "models" / "base"
     xlt("train", "lslo", "--full_finetune", "--model", random_dir, "--train_file", args.out / "pretrain.jsonl",
         "--output_dir", base, "--max_steps", args.pretrain_steps, "--learning_rate", "3e-3",
-        "--lr_scheduler_type", "linear", "--warmup_steps", "20", *common, log=args.out / "pretrain.log")
+        "--lr_scheduler_type", "linear", "--warmup_steps", "20", *common, log=args.out / "pretrain.log", done=base)
 
     # 3. LSLo and the shared LoRA of the same parameter count on every direction ----------------
     # (pruning: epochs of the schedule are counted in passes over the sampled data)
@@ -150,15 +158,18 @@ def main(argv=None) -> int:
     lslo_common = ["--model", base, "--train_file", world / "translation" / "train.jsonl", "--tiers", *tier_args,
                    "--max_steps", args.steps, "--learning_rate", "3e-3", "--lr_scheduler_type", "constant",
                    "--warmup_steps", "0", *common]
-    xlt("train", "lslo", *lslo_common, "--output_dir", args.out / "lslo", "--pruning", "language",
+    xlt("train", "lslo", *lslo_common, "--output_dir", args.out / "lslo", log=args.out / "lslo.log",
+        done=args.out / "lslo")
+    xlt("train", "lslo", *lslo_common, "--output_dir", args.out / "lslo-pruned", "--pruning", "language",
         "--pruning_t1", "1", "--pruning_t2", max(1, epochs_needed - 1), "--target_pruning_ratio", "0.5",
-        log=args.out / "lslo.log")
+        log=args.out / "lslo-pruned.log", done=args.out / "lslo-pruned")
     xlt("train", "lslo", *lslo_common, "--output_dir", args.out / "shared", "--shared",
-        log=args.out / "shared.log")
+        log=args.out / "shared.log", done=args.out / "shared")
 
     # 4. evaluation --------------------------------------------------------------------------
     xlt("eval", "mt", "--data", args.out / "test.jsonl", "--system", f"base={base}",
-        "--system", f"lslo={args.out / 'lslo'}", "--system", f"shared={args.out / 'shared'}",
+        "--system", f"lslo={args.out / 'lslo'}", "--system", f"lslo-pruned={args.out / 'lslo-pruned'}",
+        "--system", f"shared={args.out / 'shared'}",
         "--num-beams", args.num_beams, "--max-new-tokens", 48, "--chrf-word-order", 2,
         "--tiers", *tier_args, "--out", args.out / "eval", "--overwrite")
     return 0

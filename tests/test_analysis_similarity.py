@@ -121,6 +121,28 @@ def test_analyze_parallel_on_any_causal_lm(llama):
         analyze_parallel(llama, [(same[0][0], same[0][0][:5])], mode="position")
 
 
+def test_clone_embedding_similarity():
+    import transformers as tf
+
+    from xlt.analysis import clone_embedding_similarity
+
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=20, n_positions=8, n_embd=6, n_layer=1, n_head=2,
+                                             tie_word_embeddings=False))
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        emb[13] = 2 * emb[3]          # clone of id 3: same direction
+        emb[15] = -emb[5]             # clone of id 5: opposite
+    mask = torch.zeros(10, dtype=torch.bool)
+    mask[[3, 5]] = True
+    got = clone_embedding_similarity(model, 10, 1, mask)
+    assert got["input_clones"] == pytest.approx(0.0, abs=1e-6)  # mean of +1 and -1
+    e = emb.detach().double()
+    e = e / e.norm(dim=-1, keepdim=True)
+    assert got["input_all_pairs"] == pytest.approx(float((e @ e.T).mean()), abs=1e-6)
+    assert "output_clones" in got
+
+
 @pytest.mark.slow
 def test_cli_cloned_and_real_pairs(tmp_path, xlt_cli, capsys):
     import transformers as tf
@@ -148,6 +170,8 @@ def test_cli_cloned_and_real_pairs(tmp_path, xlt_cli, capsys):
     report = json.loads((out / "similarity.json").read_text())
     assert report["a"]["n_inputs"] == 5 and len(report["a"]["hidden_cos"]) == 3
     assert report["a"]["hidden_cos"] == report["b"]["hidden_cos"]
+    # GPT-2 ties its head to the input embeddings by default: only the input figures exist
+    assert set(report["a"]["clone_embedding_cos"]) == {"input_clones", "input_all_pairs"}
 
     from xlt.cli import main
 

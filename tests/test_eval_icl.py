@@ -92,6 +92,16 @@ def test_encode_lm_eval_rules(bpe_tokenizer):
     assert ctx[:2] != [tok.bos_token_id, tok.bos_token_id]
 
 
+def test_batch_encoding_equals_one_at_a_time(bpe_tokenizer):
+    from xlt.eval.scoring import encode_request, encode_requests
+
+    pairs = [("The cat ", "sat."), ("", " Yes"), ("", "<s> No"), ("<s>Hello", " world"), ("A\n\n", "B"),
+             ("The cat ", "ran."), ("x", "")]
+    for rule in ("afp", "lm-eval"):
+        assert encode_requests(bpe_tokenizer, pairs, rule) == [encode_request(bpe_tokenizer, c, k, rule)
+                                                               for c, k in pairs]
+
+
 def test_lm_eval_loglikelihood_matches_manual_forward(llama):
     import torch
 
@@ -99,7 +109,8 @@ def test_lm_eval_loglikelihood_matches_manual_forward(llama):
 
     model, tok = llama
     items = _choice_items(3)
-    results = score_items(model, tok, prepare_choice_items(items, []), scoring="lm-eval", batch_size=8)
+    results = score_items(model, tok, prepare_choice_items(items, [], target_delimiter=" "), scoring="lm-eval",
+                          batch_size=8)
     for item, result in zip(items, results):
         for choice, ll in zip(item.choices, result.loglikelihoods):
             context, continuation = item.context, " " + choice
@@ -116,6 +127,20 @@ def test_lm_eval_loglikelihood_matches_manual_forward(llama):
                 logp = torch.log_softmax(model(torch.tensor([full])).logits[0].float(), -1)
             expected = sum(logp[t - 1, full[t]].item() for t in range(start, len(full)))
             assert ll == pytest.approx(expected, abs=1e-5)
+
+
+def test_auto_delimiter_and_fewshot_layout():
+    from xlt.eval.icl import delimiter_for, prepare_choice_items
+    from xlt.formats import MultipleChoiceItem
+
+    assert delimiter_for("Q?", "yes") == " " and delimiter_for("Q? ", "yes") == ""
+    assert delimiter_for("Q?", " yes") == "" and delimiter_for("Q?", " yes", " ") == " "
+    demo = MultipleChoiceItem(lang="qaa", context="a b ?", choices=(" x", " y"), label=1)
+    item = MultipleChoiceItem(lang="qaa", context="c d ?", choices=(" x", " y"), label=0)
+    [prepared] = prepare_choice_items([item], [demo])
+    assert prepared.requests == [("a b ? y\n\nc d ?", " x"), ("a b ? y\n\nc d ?", " y")]
+    [strict] = prepare_choice_items([item], [demo], target_delimiter=" ")
+    assert strict.requests[0] == ("a b ?  y\n\nc d ?", "  x")
 
 
 def test_acc_norm_divides_by_characters(monkeypatch, llama):
@@ -307,7 +332,8 @@ def test_lm_eval_harness_agreement(llama, tmp_path):
         "metric_list:\n  - metric: acc\n  - metric: acc_norm\n", encoding="utf-8")
     harness = run_lm_eval(model, tok, ["xlt_local_mc"], include_path=[str(tasks)], log_samples=True,
                           batch_size=4)
-    table, results = evaluate_icl(model, tok, test={"en": items}, scoring="lm-eval", batch_size=4)
+    table, results = evaluate_icl(model, tok, test={"en": items}, scoring="lm-eval", batch_size=4,
+                                  target_delimiter=" ")  # the harness's target_delimiter exactly
     samples = sorted(harness["samples"]["xlt_local_mc"], key=lambda s: s["doc_id"])
     assert len(samples) == len(results) == 9
     for sample, result in zip(samples, results):

@@ -94,3 +94,30 @@ def test_cli_scores_every_language_of_a_cloned_model(tmp_path, xlt_cli, capsys):
 
     assert main(["eval", "ppl", "--model", str(model_dir), "--corpus", f"L3={corpus}", "--context", "32"]) == 2
     assert "unknown language 'L3'" in capsys.readouterr().err
+
+
+def test_bilingual_model_sharing_one_tokenizer(tmp_path, capsys):
+    """A real second language written with the first tokenizer (no tokenizer_l2/ saved)."""
+    import transformers as tf
+
+    from xlt.cli import main
+    from xlt.io import write_json
+    from xlt.pretrain import LanguageMap
+
+    tokenizer = small_tokenizer()
+    vocab = tokenizer.get_vocab()
+    language_map = LanguageMap.bilingual(vocab, vocab, "disjoint", shared_ids=[tokenizer.pad_token_id])
+    model_dir = tmp_path / "bi"
+    torch.manual_seed(0)
+    tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=language_map.model_vocab_size, n_positions=64, n_embd=16,
+                                     n_layer=1, n_head=2)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_json(model_dir / "languages.json", language_map.to_dict())
+    l1 = write_corpus(tmp_path / "l1.txt", 30, seed=1)
+    l2 = write_corpus(tmp_path / "l2.txt", 30, seed=2)
+    out = tmp_path / "ppl.json"
+    assert main(["eval", "ppl", "--model", str(model_dir), "--corpus", f"L1={l1}", f"L2={l2}",
+                 "--context", "32", "--last_n", "8", "--output", str(out), "--device", "cpu"]) == 0, \
+        capsys.readouterr().err
+    report = json.loads(out.read_text())["languages"]
+    assert report["L1"]["n_tokens"] > 0 and report["L2"]["n_tokens"] > 0

@@ -92,7 +92,10 @@ def test_task_cli_with_adapter_and_choice_files(tiny_llama_dir, tmp_path, xlt_cl
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "c.json").read_text())["qaa"]["n"] == 2
     # unknown language code: one line, no output written
-    proc = xlt_cli("eval", "task", "--model", tiny_llama_dir, "--data", tasks, "--languages", "qzz",
-                   "--output", tmp_path / "none.json")
-    assert proc.returncode == 2 and "unknown language code 'qzz'" in proc.stderr
+    from xlt.errors import DataError
+    from xlt.eval.cli import task_command
+
+    with pytest.raises(DataError, match="unknown language code 'qzz'"):
+        task_command(["--model", str(tiny_llama_dir), "--data", str(tasks), "--languages", "qzz",
+                      "--output", str(tmp_path / "none.json")], "xlt eval task")
     assert not (tmp_path / "none.json").exists()

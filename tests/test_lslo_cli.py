@@ -85,6 +85,7 @@ def test_export_equals_lslo_direction_and_eval_mt(trained, toy_world, xlt_cli, t
                      "--chrf-word-order", "2", "--out", scores)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "== lslo: bleu" in result.stdout and "chrf++ averages by resource tier" in result.stdout
+    assert "signature bleu: nrefs:1|case:mixed|eff:no|tok:13a" in result.stdout
     doc = json.loads((scores / "mt_scores.json").read_text())
     assert set(doc["systems"]) == {"lslo", "base"}
     assert sorted(doc["systems"]["lslo"]["directions"]) == ["qaa-qab", "qab-qad", "qac-qaa", "qad-qac"]

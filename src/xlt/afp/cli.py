@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from xlt.config import ArgumentParser
-from xlt.errors import ConfigError, DataError
-from xlt.io import atomic_file, check_output
+from xlt.errors import ConfigError, DataError, OutputExistsError
+from xlt.io import atomic_file
 
 DESCRIPTION = """\
 Generate AFP training data (JSON Lines records sent0, sent1, clm_text, clm_prompt_len).
@@ -151,7 +151,8 @@ def data_afp_command(argv: list[str], prog: str) -> int:
     for lang in options.languages:
         afp.language_name(lang, names)
     out = Path(args.output_dir) / afp.output_name(options, suffix=".jsonl" if args.jsonl else ".json")
-    check_output(out, args.overwrite)
+    if out.exists() and not args.overwrite:  # fail before any work; the directory is made on writing
+        raise OutputExistsError(out)
     started = time.perf_counter()
 
     if options.mode == "translation":

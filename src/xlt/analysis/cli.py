@@ -51,8 +51,8 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "model"
 
 
-def _model_inputs(args, model_path: str, model) -> tuple[list[tuple], str]:
-    """Parallel inputs in the model's vocabulary and the default mode."""
+def _model_inputs(args, model_path: str, model) -> tuple[list[tuple], str, dict]:
+    """Parallel inputs in the model's vocabulary, the default mode and clone-embedding figures."""
     import torch
 
     from xlt.formats import read_parallel_pairs
@@ -113,7 +113,15 @@ def _model_inputs(args, model_path: str, model) -> tuple[list[tuple], str]:
             a = language_map.map_ids(a, lang_a)
             b = language_map.map_ids(b, lang_b)
         out.append((a, b))
-    return out, mode
+    embeddings = {}
+    if language_map is not None and language_map.kind == "cloned" and lang_a is not None:
+        from xlt.analysis.similarity import clone_embedding_similarity
+
+        index_a, index_b = language_map.index(lang_a), language_map.index(lang_b)
+        if index_a == 0 and index_b > 0:
+            embeddings = clone_embedding_similarity(model, language_map.base_vocab_size, index_b,
+                                                    language_map.mask)
+    return out, mode, embeddings
 
 
 def similarity_command(argv: list[str], prog: str) -> int:
@@ -135,25 +143,27 @@ def similarity_command(argv: list[str], prog: str) -> int:
     for label, model_path in zip(labels, args.model):
         model = load_model(model_path, kind="causal", dtype="float32", device=args.device,
                            allow_pickle=args.allow_pickle, attn_implementation="eager")
-        inputs, default_mode = _model_inputs(args, model_path, model)
+        inputs, default_mode, embeddings = _model_inputs(args, model_path, model)
         mode = args.mode or default_mode
         with tqdm(total=len(inputs), desc=f"similarity {label}", leave=False) as bar:
             result = analyze_parallel(model, inputs, mode=mode, gradients=not args.no_gradients,
                                       progress=bar.update)
-        results[label] = (model_path, result)
+        results[label] = (model_path, result, embeddings)
         means = result.layer_means()
         curve = " ".join(f"{v:.2f}" for v in means["hidden_cos"][1:])
+        extra = "".join(f"; {k} {v:.3f}" for k, v in embeddings.items())
         print(f"{label}: {len(inputs)} inputs, {mode} cosine by layer 1..{result.n_layers}: {curve}; "
-              f"mean block gradient cosine {result.mean_block_gradient_cosine():.3f}")
+              f"mean block gradient cosine {result.mean_block_gradient_cosine():.3f}{extra}")
         del model
 
     with atomic_dir(args.output_dir, overwrite=args.overwrite) as tmp:
-        payload = {label: {"model": path, **result.to_dict()} for label, (path, result) in results.items()}
+        payload = {label: {"model": path, **result.to_dict(), **({"clone_embedding_cos": emb} if emb else {})}
+                   for label, (path, result, emb) in results.items()}
         write_json(tmp / "similarity.json", payload)
         with open(tmp / "layers.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["model", "layer", "hidden_cos", "hidden_cos_std", "pooled_cos", "cka"])
-            for label, (_, result) in results.items():
+            for label, (_, result, _emb) in results.items():
                 means = result.layer_means()
                 for layer in range(result.n_layers + 1):
                     writer.writerow([label, layer] + [_fmt(means[k][layer]) for k in
@@ -162,15 +172,15 @@ def similarity_command(argv: list[str], prog: str) -> int:
             with open(tmp / "gradients.csv", "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(["model", "parameter", "layer", "type", "grad_cos_mean", "n_inputs"])
-                for label, (_, result) in results.items():
+                for label, (_, result, _emb) in results.items():
                     for name, values in result.gradients.items():
                         layer, kind = result.layout.get(name, (None, name))
                         writer.writerow([label, name, "" if layer is None else layer, kind,
                                          _fmt(sum(values) / len(values)), len(values)])
-        plot_similarity_by_layer({label: result.layer_means() for label, (_, result) in results.items()},
+        plot_similarity_by_layer({label: result.layer_means() for label, (_, result, _emb) in results.items()},
                                  tmp / "similarity_by_layer.png")
         if not args.no_gradients:
-            for label, (_, result) in results.items():
+            for label, (_, result, _emb) in results.items():
                 types, matrix = result.gradient_matrix()
                 plot_gradient_heatmap(types, matrix, tmp / f"gradient_heatmap_{_safe(label)}.png",
                                       title=f"Gradient cosine by block and parameter type: {label}")

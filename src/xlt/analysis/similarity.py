@@ -394,3 +394,34 @@ def analyze_parallel(model, inputs: Sequence[tuple], *, mode: str = "position", 
            for layer in range(a.shape[1])]
     return SimilarityResult(mode=mode, hidden=hidden, pooled=pooled, cka=cka, gradients=grad_sims,
                             layout=parameter_layout(model) if gradients else {})
+
+
+def clone_embedding_similarity(model, base_vocab_size: int, language: int = 1, mask=None) -> dict[str, float]:
+    """Cosine between each cloned token's row and its original's, in the input and output embeddings.
+
+    The paper's Fig. 6: ``clones`` = mean over cloned ids ``i > 0`` of ``cos(E[i], E[i + l*V])``;
+    ``all_pairs`` = mean of the full cosine matrix over every row (diagonal included), computed
+    in closed form as ``||sum_i e_i / |e_i| ||^2 / N^2``. Returns ``{"input_clones",
+    "input_all_pairs", "output_clones", "output_all_pairs"}`` (output only for an untied head).
+    """
+    import torch
+
+    out = {}
+    matrices = {"input": model.get_input_embeddings().weight}
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.data_ptr() != matrices["input"].data_ptr():
+        matrices["output"] = head.weight
+    ids = torch.arange(1, base_vocab_size)
+    if mask is not None:
+        ids = ids[torch.as_tensor(mask, dtype=torch.bool)[1:]]
+    for name, weight in matrices.items():
+        weight = weight.detach().float()
+        if weight.shape[0] < (language + 1) * base_vocab_size:
+            continue
+        a = weight[ids]
+        b = weight[ids + language * base_vocab_size]
+        out[f"{name}_clones"] = float(torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=COS_EPS).mean())
+        norms = weight.norm(dim=-1, keepdim=True)
+        rows = weight[norms.squeeze(1) > 0] / norms[norms.squeeze(1) > 0]
+        out[f"{name}_all_pairs"] = float((rows.sum(0).norm() ** 2) / rows.shape[0] ** 2)
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 
 from xlt.config import ArgumentParser
 from xlt.errors import ConfigError, DataError
-from xlt.io import check_output, write_json
+from xlt.io import write_json
 
 ICL_DESCRIPTION = """\
 Multiple-choice in-context evaluation of a causal LM in several languages. --task is a built-in
@@ -54,9 +54,12 @@ def load_model_and_tokenizer(args):
 
 
 def _check_outputs(paths: list[str | None], overwrite: bool) -> None:
+    """Fail before any work if an output exists (directories are made only when writing)."""
+    from xlt.errors import OutputExistsError
+
     for path in paths:
-        if path:
-            check_output(path, overwrite)
+        if path and Path(path).exists() and not overwrite:
+            raise OutputExistsError(path)
 
 
 def _write_samples(path: str, rows: list[dict], overwrite: bool) -> None:
@@ -150,8 +153,10 @@ def build_icl_parser(prog: str) -> ArgumentParser:
                         help="demonstration seeds (0-shot runs use the first only)")
     parser.add_argument("--scoring", choices=("afp", "lm-eval"), default=None,
                         help="default: afp for templates, lm-eval for MultipleChoiceItem files")
-    parser.add_argument("--target-delimiter", default=" ",
-                        help="choice files: text between context and choice (lm-eval's target_delimiter)")
+    parser.add_argument("--target-delimiter", default="auto",
+                        help="choice files: text between context and choice; 'auto' is a space unless "
+                             "the context ends or the choice starts with whitespace; ' ' is "
+                             "lm-eval's target_delimiter exactly")
     parser.add_argument("--fewshot-delimiter", default="\n\n",
                         help="choice files: text between demonstrations (lm-eval's fewshot_delimiter)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N items per language")
@@ -368,3 +373,4 @@ def lm_eval_command(argv: list[str], prog: str) -> int:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
+

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from xlt.errors import ConfigError, DataError
-from xlt.eval.scoring import LN2, encode_request, model_max_length, score_encoded
+from xlt.eval.scoring import LN2, encode_requests, model_max_length, score_encoded
 
-TARGET_DELIMITER = " "
+#: "auto": a space between context and choice unless one of them already has whitespace there
+#: (a synthetic world's choices start with a space); " " is lm-evaluation-harness's default.
+TARGET_DELIMITER = "auto"
 FEWSHOT_DELIMITER = "\n\n"
 
 
@@ -124,18 +126,31 @@ def prepare_template_items(template, test_items: Iterable, demos: Sequence, *, l
     return prepared
 
 
+def delimiter_for(context: str, choice: str, target_delimiter: str = TARGET_DELIMITER) -> str:
+    """The text put between ``context`` and ``choice``: ``target_delimiter`` itself, or for
+    ``"auto"`` a space unless the context ends or the choice starts with whitespace."""
+    if target_delimiter != "auto":
+        return target_delimiter
+    if (context and context[-1].isspace()) or (choice and choice[0].isspace()):
+        return ""
+    return " "
+
+
 def prepare_choice_items(items: Iterable, demos: Sequence, *, target_delimiter: str = TARGET_DELIMITER,
                          fewshot_delimiter: str = FEWSHOT_DELIMITER) -> list[PreparedItem]:
     """Requests of :class:`~xlt.formats.MultipleChoiceItem` records (lm-evaluation-harness layout):
-    context ``demos + item.context``, continuation ``target_delimiter + choice``; acc_norm
-    divides by the characters of the choice."""
+    context ``demos + item.context``, continuation ``delimiter + choice`` (see
+    :func:`delimiter_for`); acc_norm divides by the characters of the choice."""
     prefix = ""
     if demos:
-        prefix = fewshot_delimiter.join(d.context + target_delimiter + d.choices[d.label] for d in demos)
+        prefix = fewshot_delimiter.join(
+            d.context + delimiter_for(d.context, d.choices[d.label], target_delimiter) + d.choices[d.label]
+            for d in demos)
         prefix += fewshot_delimiter
     prepared = []
     for k, item in enumerate(items):
-        requests = [(prefix + item.context, target_delimiter + choice) for choice in item.choices]
+        requests = [(prefix + item.context, delimiter_for(item.context, choice, target_delimiter) + choice)
+                    for choice in item.choices]
         prepared.append(PreparedItem(lang=item.lang, requests=requests, gold=item.label,
                                      norm_lengths=[len(c) for c in item.choices],
                                      where=getattr(item, "where", "") or f"item {k + 1}"))
@@ -151,11 +166,7 @@ def score_items(model, tokenizer, items: Sequence[PreparedItem], *, scoring: str
     """Score every choice of every item; ``batch_size`` sequences per forward pass."""
     if scoring not in ("afp", "lm-eval"):
         raise ConfigError(f"unknown scoring rule {scoring!r} (expected afp or lm-eval)")
-    encoded, owners = [], []
-    for n, item in enumerate(items):
-        for context, continuation in item.requests:
-            encoded.append(encode_request(tokenizer, context, continuation, scoring))
-            owners.append(n)
+    encoded = encode_requests(tokenizer, [pair for item in items for pair in item.requests], scoring)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = score_encoded(model, encoded, batch_size=batch_size, pad_token_id=pad,
                            max_length=model_max_length(model, tokenizer), progress=progress)

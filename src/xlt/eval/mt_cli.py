@@ -142,8 +142,12 @@ def mt_command(argv: list[str], prog: str) -> int:
             print(format_comparison({n: {d: v[extra] for d, v in r["directions"].items()}
                                      for n, r in results.items()}, tiers, metric=extra))
 
+    sigs = signatures(metrics)
+    print()
+    for name, sig in sigs.items():
+        print(f"signature {name}: {sig}")
     if args.out:
-        _write_outputs(args, results, hypotheses, tiers, metrics, metric, signatures(metrics), tier_averages)
+        _write_outputs(args, results, hypotheses, tiers, metrics, metric, sigs, tier_averages)
     return 0
 
 

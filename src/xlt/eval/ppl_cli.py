@@ -103,9 +103,8 @@ def ppl_command(argv: list[str], prog: str) -> int:
     results = {}
     for name in wanted:
         tok_index = language_map.tokenizer_index(name) if language_map else 0
-        if tok_index >= len(tokenizers):
-            raise ConfigError(f"{model_dir}: language {name} needs tokenizer_l2/, which is missing")
-        tokenizer = tokenizers[tok_index]
+        # a second language written with the first tokenizer has no tokenizer_l2/ of its own
+        tokenizer = tokenizers[tok_index] if tok_index < len(tokenizers) else tokenizers[0]
         stream = token_stream(_read_lines(plan[name]), tokenizer, max_tokens=args.max_tokens)
         ids = language_map.map_ids(stream, name) if language_map else stream
 

@@ -17,9 +17,9 @@ Two rules decide which tokens are scored:
     starts with that token, its first token becomes the context). Only the continuation is
     scored (natural log), as the harness does.
 
-Batching pads on the right: with causal attention, real tokens never see the padding and keep
-their positions, so every architecture gives the one-at-a-time result (to float rounding)
-without position ids. Sequences are sorted by length so a batch wastes little padding.
+Batching pads on the right and passes no attention mask (as the harness does): with causal
+attention, real tokens never see the padding and keep their positions, so every architecture
+gives the one-at-a-time result (to float rounding) without position ids. Sequences are sorted by length so a batch wastes little padding.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 SCORING_RULES = ("afp", "lm-eval")
+_ROWS_PER_CHUNK = 8
 LN2 = math.log(2.0)
 
 
@@ -85,6 +86,52 @@ def encode_request(tokenizer, context: str, continuation: str, rule: str) -> Enc
     raise ValueError(f"unknown scoring rule {rule!r} (expected one of {', '.join(SCORING_RULES)})")
 
 
+def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]], rule: str) -> list[EncodedRequest]:
+    """:func:`encode_request` for many (context, continuation) pairs at once: the texts go to
+    the tokenizer in batches and each distinct context is encoded once (the choices of an
+    item share theirs). Same ids as one at a time."""
+    if rule not in SCORING_RULES:
+        raise ValueError(f"unknown scoring rule {rule!r} (expected one of {', '.join(SCORING_RULES)})")
+    if not pairs:
+        return []
+    if rule == "afp":
+        ids = tokenizer([c + k for c, k in pairs])["input_ids"]
+        return [EncodedRequest(tuple(x), 1) for x in ids]
+    prefix_id = prefix_token_id(tokenizer)
+    prefix_text = tokenizer.decode([prefix_id])
+    split = []
+    for context, continuation in pairs:
+        n_spaces = len(context) - len(context.rstrip())
+        if context and n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        split.append((context, continuation))
+    # texts to encode: (text, add_special_tokens) -> ids
+    wanted: dict[tuple[str, bool], None] = {}
+    for context, continuation in split:
+        if context == "":
+            wanted[(continuation, False)] = None
+        else:
+            for text in (context, context + continuation):
+                wanted[(text, not text.startswith(prefix_text))] = None
+    cache: dict[tuple[str, bool], list[int]] = {}
+    for flag in (True, False):
+        texts = [t for t, f in wanted if f is flag]
+        if texts:
+            cache.update(((t, flag), list(x))
+                         for t, x in zip(texts, tokenizer(texts, add_special_tokens=flag)["input_ids"]))
+    out = []
+    for context, continuation in split:
+        if context == "":
+            cont = cache[(continuation, False)]
+            ctx, cont = (cont[:1], cont[1:]) if cont and cont[0] == prefix_id else ([prefix_id], cont)
+        else:
+            ctx = cache[(context, not context.startswith(prefix_text))]
+            whole_text = context + continuation
+            cont = cache[(whole_text, not whole_text.startswith(prefix_text))][len(ctx):]
+        out.append(EncodedRequest(tuple(ctx + cont), len(ctx)))
+    return out
+
+
 def afp_sequence_scores(logits, input_ids, attention_mask):
     """The reference's choice score: sum over the whole sequence of log2 p(token).
 
@@ -130,21 +177,27 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
                 starts.append(max(1, start))
             width = max(len(r) for r in rows)
             input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            scored = torch.zeros((len(rows), width - 1), dtype=torch.bool)  # position t predicts t+1
             for r, ids in enumerate(rows):
                 input_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-                mask[r, :len(ids)] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                scored[r, starts[r] - 1:len(ids) - 1] = True
+            input_ids, scored = input_ids.to(device), scored.to(device)
+            # No attention mask (as the harness): right padding under causal attention never
+            # reaches a real token, and the unmasked causal path is the fast one.
+            logits = model(input_ids=input_ids).logits[:, :-1]
+            target = input_ids[:, 1:]
+            totals, greedy = [], []
+            # a few rows at a time in float32, so the copy stays small for large vocabularies
+            for lo in range(0, logits.shape[0], _ROWS_PER_CHUNK):
+                part = logits[lo:lo + _ROWS_PER_CHUNK].float()
+                tgt, keep = target[lo:lo + _ROWS_PER_CHUNK], scored[lo:lo + _ROWS_PER_CHUNK]
+                token_logp = part.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(part, -1)
+                # float64 sum: the total of a long text does not depend on the padded width
+                totals += torch.where(keep, token_logp, torch.zeros_like(token_logp)).double().sum(-1).tolist()
+                greedy += ((part.argmax(-1) == tgt) | ~keep).all(-1).tolist()
+                del part, token_logp
             for r, i in enumerate(batch):
-                length, start = len(rows[r]), starts[r]
-                if start >= length:  # nothing to score
-                    results[i] = (0.0, True)
-                    continue
-                logp = torch.log_softmax(logits[r, start - 1:length - 1].float(), dim=-1)
-                target = input_ids[r, start:length].to(logp.device)
-                total = logp.gather(-1, target.unsqueeze(-1)).sum().item()
-                greedy = bool((logp.argmax(-1) == target).all().item())
-                results[i] = (total, greedy)
+                results[i] = (totals[r], bool(greedy[r]))
     return results  # type: ignore[return-value]
 
 

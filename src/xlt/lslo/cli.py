@@ -91,6 +91,8 @@ def train_command(argv: list[str], prog: str) -> int:
                          "(xlt.lslo.apply_lslo with decoder_directions)")
     model.config.use_cache = False
     lslo = None if cfg.full_finetune else apply_lslo(model, lslo_config)
+    if lslo is not None and cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # the frozen embeddings would cut the checkpointed graph
 
     sampled = sample_directions(pairs, cfg.sampling_temperature, seed=cfg.seed)
     lengths = dict(max_source_length=cfg.max_source_length, max_target_length=cfg.max_target_length)

@@ -92,13 +92,23 @@ class LSLoModel(nn.Module):
             ids = torch.zeros_like(ids)
         return ids.to(device) if device is not None else ids
 
-    @contextlib.contextmanager
-    def route(self, src_lang_ids=None, tgt_lang_ids=None) -> Iterator[None]:
-        """Set the per-example language ids for the calls inside the block."""
+    def set_route(self, src_lang_ids=None, tgt_lang_ids=None) -> None:
+        """Set the per-example language ids every LSLo layer reads from now on.
+
+        ``forward`` and ``generate`` call this with their ids and leave them set after
+        returning, so that gradient checkpointing, which re-runs the layers during
+        ``backward()``, routes the recomputation the same way. A call without ids clears them
+        (the layers then raise instead of reusing stale ids).
+        """
         device = self._device()
-        old = (self._route.src, self._route.tgt)
         self._route.src = self.language_ids(src_lang_ids, name="src_lang_ids", device=device)
         self._route.tgt = self.language_ids(tgt_lang_ids, name="tgt_lang_ids", device=device)
+
+    @contextlib.contextmanager
+    def route(self, src_lang_ids=None, tgt_lang_ids=None) -> Iterator[None]:
+        """Set the ids for the calls inside the block (the base model called directly), then restore."""
+        old = (self._route.src, self._route.tgt)
+        self.set_route(src_lang_ids, tgt_lang_ids)
         try:
             yield
         finally:
@@ -111,13 +121,13 @@ class LSLoModel(nn.Module):
 
     def forward(self, *args, src_lang_ids=None, tgt_lang_ids=None, **kwargs):
         """The base model's forward, with every LSLo layer routed by the given ids."""
-        with self.route(src_lang_ids, tgt_lang_ids):
-            return self.base_model(*args, **kwargs)
+        self.set_route(src_lang_ids, tgt_lang_ids)
+        return self.base_model(*args, **kwargs)
 
     def generate(self, *args, src_lang_ids=None, tgt_lang_ids=None, **kwargs):
         """The base model's ``generate`` (greedy, beam, sampling, KV cache), routed by the ids."""
-        with self.route(src_lang_ids, tgt_lang_ids):
-            return self.base_model.generate(*args, **kwargs)
+        self.set_route(src_lang_ids, tgt_lang_ids)
+        return self.base_model.generate(*args, **kwargs)
 
     # introspection ------------------------------------------------------------------------
     def num_lslo_parameters(self) -> int:

@@ -278,6 +278,11 @@ class FullFinetuneTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
 class LSLoTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
     """``Seq2SeqTrainer`` for an :class:`~xlt.lslo.LSLoModel`: saves the adapter, not the model."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.label_names is None:  # the wrapper's forward(**kwargs) hides "labels"
+            self.label_names = ["labels"]
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir or self.args.output_dir
         Path(output_dir).mkdir(parents=True, exist_ok=True)
