@@ -92,7 +92,7 @@ def _plot_transfer(path: Path, transfer: dict, langs: list[str], metric: str, ti
     if metric == "accuracy":
         ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -141,7 +141,8 @@ def _plot_mt(path: Path, chrf: dict, langs: list[str]) -> bool:
         ax.set_xticks(range(len(langs)), langs)
         ax.set_yticks(range(len(langs)), langs)
         ax.set_xlabel("target")
-        ax.set_ylabel("source")
+        if ax is axes[0]:
+            ax.set_ylabel("source")
         ax.set_title(f"{'LSLo' if name == 'lslo' else 'shared LoRA'}: chrF", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8)
     fig.savefig(path, dpi=110)
