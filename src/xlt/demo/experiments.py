@@ -155,13 +155,6 @@ def lslo_experiment(world_dir: Path, work: Path, settings: dict, *, seed: int, d
     scores = json.loads((work / "eval" / "mt_scores.json").read_text(encoding="utf-8"))
     chrf = {name: {d: v["chrf"] for d, v in system["directions"].items()}
             for name, system in scores["systems"].items()}
-    params = {}
-    for name in ("lslo", "shared"):
-        cfg_path = work / name / "train_config.json"
-        params[name] = None
-        summary = work / name / "lslo_summary.json"
-        if summary.is_file():
-            params[name] = json.loads(summary.read_text()).get("trainable_parameters")
     shutil.rmtree(random_dir, ignore_errors=True)
     return {"chrf": chrf, "tiers": tiers}
 

@@ -351,7 +351,7 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
     add("## Every setting\n")
     add("```json\n" + json.dumps(settings, indent=1, sort_keys=True) + "\n```\n")
     timings = {k: v.get("seconds") for k, v in results.items()}
-    add(f"Step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if v is not None) +
+    add("Step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if v is not None) +
         f"; sum {sum(v for v in timings.values() if v is not None):.0f} s. "
         f"Wall time of this invocation: {wall_seconds:.0f} s on {platform.machine()} "
         f"({device}).\n")
