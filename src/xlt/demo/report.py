@@ -250,6 +250,17 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
                 add(f"Mid-align minus SFT, target-mean `polarity` accuracy, per seed: "
                     f"{', '.join(f'{100 * d:+.1f}' for d in diffs)} points (mid-align better in {wins} of "
                     f"{len(diffs)} seeds).\n")
+                dev_diffs = []
+                for seed in seeds:
+                    a = transfer_dev.get("mid-align", {}).get("targets_mean", {}).get("accuracy_per_seed", {}).get(str(seed))
+                    b = transfer_dev.get("sft", {}).get("targets_mean", {}).get("accuracy_per_seed", {}).get(str(seed))
+                    if a is not None and b is not None:
+                        dev_diffs.append(a - b)
+                if dev_diffs:
+                    doc["mid_align_minus_sft_target_accuracy_dev"] = {"per_seed": dev_diffs,
+                                                                      "mean": statistics.fmean(dev_diffs)}
+                    add(f"The same on the dev split (200 other meanings per language): "
+                        f"{', '.join(f'{100 * d:+.1f}' for d in dev_diffs)} points.\n")
         if _plot_transfer(out / "transfer_accuracy.png", transfer, langs, "accuracy",
                           "polarity accuracy by language (source-only fine-tuning)"):
             add("![polarity accuracy per language and method](transfer_accuracy.png)\n")
