@@ -149,6 +149,10 @@ CASES: list[tuple[str, str, list[str]]] = [
      "--output_dir {out}", ["--label"]),
     ("lslo-export-missing", "lslo export --adapter {missing} --src qaa --tgt qab --out {out}", ["does_not_exist"]),
     ("lslo-export-not-lslo", "lslo export --adapter {lora_a} --src qaa --tgt qab --out {out}", ["lora_a"]),
+    # --- demo
+    ("demo-zero-seeds", "demo --quick --out {out} --seeds 0", ["--seeds", "0"]),
+    ("demo-negative-threads", "demo --quick --out {out} --threads -2", ["--threads", "-2"]),
+    ("demo-unknown-device", "demo --quick --out {out} --device tpu", ["--device", "tpu"]),
     # --- the dispatcher itself
     ("unknown-command", "merge tie --out {out}", ["tie"]),
 ]

@@ -49,6 +49,8 @@ def demo_command(argv: list[str], prog: str) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     from xlt.demo.settings import default_settings
 
     settings = default_settings(args.quick)
