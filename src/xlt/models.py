@@ -65,7 +65,9 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def _local_dir(name_or_path: str | os.PathLike) -> Path | None:
+def local_model_dir(name_or_path: str | os.PathLike) -> Path | None:
+    """The local directory ``name_or_path`` names, None for a hub id; a missing path or a file
+    where a directory is expected is a :class:`ModelError`."""
     path = Path(name_or_path)
     if path.exists():
         if not path.is_dir():
@@ -94,7 +96,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str | None 
     """Load a tokenizer and make sure it has a pad token (falls back to EOS, then UNK)."""
     from transformers import AutoTokenizer
 
-    _local_dir(name_or_path)
+    local_model_dir(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(name_or_path),
                                                   trust_remote_code=trust_remote_code, **kwargs)
@@ -127,7 +129,7 @@ def load_model(name_or_path: str | os.PathLike, *, kind: str = "auto", dtype: st
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    local = _local_dir(name_or_path)
+    local = local_model_dir(name_or_path)
     if local is not None:
         if not (local / "config.json").is_file():
             raise ModelError(f"{local}: not a model directory (no config.json)")

@@ -360,6 +360,9 @@ def lm_eval_command(argv: list[str], prog: str) -> int:
     if args.limit is not None and not (math.isfinite(args.limit) and args.limit > 0):
         raise ConfigError(f"--limit must be a number > 0 (a fraction if < 1), got {args.limit}")
     _check_outputs([args.output, args.log_samples], args.overwrite)
+    from xlt.models import local_model_dir
+
+    local_model_dir(args.model)  # a missing model is named before the harness is needed
     require_lm_eval()
     model, tokenizer = load_model_and_tokenizer(args)
     results = run_lm_eval(model, tokenizer, tasks, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
