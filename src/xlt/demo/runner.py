@@ -156,7 +156,7 @@ def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 
         for method in s_tr["methods"]:
             steps.append(Step(f"transfer-roles-{method}-s{seed}", f"{method} on roles, seed {seed}",
                               transfer_step(method, seed, s_roles, "roles-"), needs=("base",)))
-    for seed in seeds:
+    for seed in seeds[:settings["adamergex"].get("seeds", len(seeds))]:
         steps.append(Step(f"adamergex-s{seed}", f"AdaMergeX, seed {seed}",
                           lambda seed=seed: ex.adamergex_experiment(
                               base, world, out / "models" / f"adamergex-s{seed}",

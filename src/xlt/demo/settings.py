@@ -36,18 +36,18 @@ def default_settings(quick: bool = False) -> dict:
         # 3b. the extraction task: the same methods and budget on the source's roles data (a task
         # mixed into the polarity runs halves polarity's share of the budget: the source did not
         # learn polarity in 300 steps, dev accuracy 52-55%)
-        "transfer_roles": {"tasks": ["roles"], "seeds": [0], "steps": 300},
+        "transfer_roles": {"tasks": ["roles"], "seeds": [0], "steps": 200},
         # 4. AdaMergeX (task adapter = the SFT adapter of step 3)
         "adamergex": {"task_steps": 200, "ref_lines": 1500, "ref_prompt_words": 8, "ref_steps": 60,
                       "batch_size": 32, "lr": 5e-3, "warmup": 10, "lora_r": 16, "lora_extra_targets": ["lm_head"], "t_grid": [0.0, 0.5, 1.0],
-                      "tune_language": "qab", "dev_limit": 50, "test_limit": 200,
+                      "tune_language": "qab", "dev_limit": 50, "test_limit": 200, "seeds": 1,
                       "mid_align_layer": None, "mid_align_weight": 1.0, "afp_layer": 1, "afp_weight": 1.0},
         # 5. LSLo vs a shared LoRA (tiny M2M-100)
         "lslo": {"hidden": 64, "layers": 4, "base_steps": 300, "steps": 150, "batch_size": 32,
                  "test_per_direction": 20, "num_beams": 1, "seeds": 1},
         # 6. cloned languages (source corpus; 50/50 and 90/10)
         "cloned": {"shares": [0.5, 0.9], "model": {"layers": 4, "hidden": 64, "heads": 4, "mlp": 256},
-                   "seq_len": 64, "steps": 300, "batch_size": 32, "lr": 3e-3, "warmup": 30,
+                   "seq_len": 64, "steps": 200, "batch_size": 32, "lr": 3e-3, "warmup": 30,
                    "heldout_lines": 300, "similarity_inputs": 64, "seeds": 1},
     }
     if quick:
