@@ -160,7 +160,8 @@ def test_acc_norm_divides_by_characters(monkeypatch, llama):
 # -------------------------------------------------------------------------------------------- batching
 
 
-@pytest.mark.parametrize("arch,scoring", [("llama", "afp"), ("xglm", "lm-eval"), ("gpt2", "lm-eval")])
+@pytest.mark.parametrize("arch,scoring", [("llama", "afp"), ("xglm", "lm-eval"), ("gpt2", "lm-eval"),
+                                          ("bloom", "afp"), ("gemma", "lm-eval"), ("qwen2", "afp")])
 def test_batched_equals_one_at_a_time(tiny_model_dir, arch, scoring):
     from xlt.eval.icl import prepare_choice_items, score_items
     from xlt.models import load_model, load_tokenizer
@@ -171,10 +172,85 @@ def test_batched_equals_one_at_a_time(tiny_model_dir, arch, scoring):
     demos = _choice_items(2, seed=5)
     prepared = prepare_choice_items(_choice_items(7), demos)
     one = score_items(model, tok, prepared, scoring=scoring, batch_size=1)
-    many = score_items(model, tok, prepared, scoring=scoring, batch_size=7)
+    # 7: whole items per forward; 2: a context's choices split over groups and tail batches
+    for batch_size in (7, 2):
+        many = score_items(model, tok, prepared, scoring=scoring, batch_size=batch_size)
+        for a, b in zip(one, many):
+            assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
+            assert a.pred == b.pred and a.greedy == b.greedy
+
+
+def _count_tokens(model):
+    """Count the tokens ``model``'s forward passes take (a pre-hook); returns the counter."""
+    seen = {"tokens": 0}
+
+    def count(module, args, kwargs):
+        seen["tokens"] += kwargs["input_ids"].numel()
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("scoring", ["afp", "lm-eval"])
+def test_shared_prefix_runs_a_context_once(llama, scoring):
+    """With 3 demonstrations shared by 3 choices, the batched scorer must put far fewer tokens
+    through the model than the sum of the sequences, and still give the same scores."""
+    import copy
+
+    from xlt.eval.icl import prepare_choice_items, score_items
+    from xlt.eval.scoring import encode_requests, score_encoded
+
+    model, tok = llama
+    prepared = prepare_choice_items(_choice_items(6, seed=3), _choice_items(3, seed=9))
+    encoded = encode_requests(tok, [r for item in prepared for r in item.requests], scoring)
+    whole = sum(len(e.input_ids) for e in encoded)
+    counted = copy.deepcopy(model)
+    seen = _count_tokens(counted)
+    shared = score_encoded(counted, encoded, batch_size=8, pad_token_id=tok.pad_token_id)
+    assert seen["tokens"] < 0.6 * whole  # each prefix (most of a sequence) once instead of 3 times
+    seen["tokens"] = 0
+    plain = score_encoded(counted, encoded, batch_size=8, pad_token_id=tok.pad_token_id, share_prefix=False)
+    assert seen["tokens"] >= whole
+    assert [s for s, _ in shared] == pytest.approx([s for s, _ in plain], abs=1e-5)
+    assert [g for _, g in shared] == [g for _, g in plain]
+    one = score_items(model, tok, prepared, scoring=scoring, batch_size=1)
+    assert [ll for r in one for ll in r.loglikelihoods] == pytest.approx(
+        [s for s, _ in shared] if scoring == "lm-eval" else [s / math.log(2) for s, _ in shared], abs=1e-5)
+
+
+def test_shared_prefix_respects_a_sliding_window(bpe_tokenizer):
+    """A model whose attention window is shorter than the sequences: prefix sharing must not
+    change what each token sees (requests too long for the window are scored whole)."""
+    from xlt.eval.icl import prepare_choice_items, score_items
+    from xlt.testing import tiny_model
+
+    model = tiny_model("mistral", bpe_tokenizer, sliding_window=16)
+    prepared = prepare_choice_items(_choice_items(5, seed=4), _choice_items(2, seed=6))
+    one = score_items(model, bpe_tokenizer, prepared, scoring="afp", batch_size=1)
+    many = score_items(model, bpe_tokenizer, prepared, scoring="afp", batch_size=4)
     for a, b in zip(one, many):
         assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
-        assert a.pred == b.pred
+
+
+def test_shared_prefix_with_a_peft_adapter_and_truncation(llama):
+    from peft import LoraConfig, get_peft_model
+
+    from xlt.eval.scoring import encode_requests, score_encoded
+    from xlt.eval.icl import prepare_choice_items
+
+    model, tok = llama
+    import copy
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                  init_lora_weights=False)).eval()
+    prepared = prepare_choice_items(_choice_items(6, seed=2), _choice_items(2, seed=7))
+    encoded = encode_requests(tok, [r for item in prepared for r in item.requests], "afp")
+    cap = sorted(len(e.input_ids) for e in encoded)[len(encoded) // 2]  # half the requests are cut
+    one = score_encoded(peft_model, encoded, batch_size=1, pad_token_id=tok.pad_token_id, max_length=cap)
+    many = score_encoded(peft_model, encoded, batch_size=6, pad_token_id=tok.pad_token_id, max_length=cap)
+    assert [s for s, _ in many] == pytest.approx([s for s, _ in one], abs=1e-5)
+    base = score_encoded(model, encoded, batch_size=6, pad_token_id=tok.pad_token_id, max_length=cap)
+    assert max(abs(a - b) for (a, _), (b, _) in zip(base, many)) > 1e-3  # the adapter is used
 
 
 # -------------------------------------------------------------------------------------------- templates

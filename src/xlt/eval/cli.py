@@ -162,6 +162,9 @@ def build_icl_parser(prog: str) -> ArgumentParser:
                         help="choice files: text between demonstrations (lm-eval's fewshot_delimiter)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N items per language")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--no-prefix-sharing", dest="share_prefix", action="store_false",
+                        help="score every choice as a whole sequence instead of continuing its "
+                             "item's shared context from one cached pass (same scores, slower)")
     parser.add_argument("--output", default=None, help="results JSON")
     parser.add_argument("--log-samples", default=None, metavar="FILE.jsonl",
                         help="per-item log-likelihoods and predictions")
@@ -170,7 +173,7 @@ def build_icl_parser(prog: str) -> ArgumentParser:
 
 
 def run_icl(model, tokenizer, *, template, test, dev, shots_list, seeds, scoring, prompt_language,
-            batch_size, target_delimiter, fewshot_delimiter, progress=False):
+            batch_size, target_delimiter, fewshot_delimiter, progress=False, share_prefix=True):
     """Every (shots, seed) run; returns a list of run dicts and every item's result."""
     from xlt.eval.icl import evaluate_icl
 
@@ -181,7 +184,8 @@ def run_icl(model, tokenizer, *, template, test, dev, shots_list, seeds, scoring
                                           shots=shots, seed=seed, scoring=scoring,
                                           prompt_language=prompt_language, batch_size=batch_size,
                                           target_delimiter=target_delimiter,
-                                          fewshot_delimiter=fewshot_delimiter, progress=progress)
+                                          fewshot_delimiter=fewshot_delimiter, progress=progress,
+                                          share_prefix=share_prefix)
             runs.append({"shots": shots, "seed": seed, "results": table,
                          "average_acc": sum(r["acc"] for r in table.values()) / len(table)})
             samples += [dict(r.to_dict(), shots=shots, seed=seed) for r in results]
@@ -219,7 +223,7 @@ def icl_command(argv: list[str], prog: str) -> int:
                             prompt_language=args.prompt_language, batch_size=args.batch_size,
                             target_delimiter=args.target_delimiter,
                             fewshot_delimiter=args.fewshot_delimiter,
-                            progress=sys.stderr.isatty())
+                            progress=sys.stderr.isatty(), share_prefix=args.share_prefix)
     task_name = template.task if template is not None else "choice"
     for run in runs:
         print(format_table(run["results"], title=f"{task_name}  {run['shots']}-shot  seed {run['seed']}  "

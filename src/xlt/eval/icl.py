@@ -162,14 +162,17 @@ def prepare_choice_items(items: Iterable, demos: Sequence, *, target_delimiter: 
 
 
 def score_items(model, tokenizer, items: Sequence[PreparedItem], *, scoring: str = "afp",
-                batch_size: int = 16, progress: bool = False) -> list[ItemResult]:
-    """Score every choice of every item; ``batch_size`` sequences per forward pass."""
+                batch_size: int = 16, progress: bool = False, share_prefix: bool = True) -> list[ItemResult]:
+    """Score every choice of every item; ``batch_size`` sequences per forward pass (an item's
+    shared context is run once for its choices unless ``share_prefix`` is off; see
+    :func:`xlt.eval.scoring.score_encoded`)."""
     if scoring not in ("afp", "lm-eval"):
         raise ConfigError(f"unknown scoring rule {scoring!r} (expected afp or lm-eval)")
     encoded = encode_requests(tokenizer, [pair for item in items for pair in item.requests], scoring)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = score_encoded(model, encoded, batch_size=batch_size, pad_token_id=pad,
-                           max_length=model_max_length(model, tokenizer), progress=progress)
+                           max_length=model_max_length(model, tokenizer), progress=progress,
+                           share_prefix=share_prefix)
     results = []
     cursor = 0
     for item in items:
@@ -209,7 +212,7 @@ def evaluate_icl(model, tokenizer, *, template=None, test: Mapping[str, Sequence
                  dev: Mapping[str, Sequence] | None = None, shots: int = 0, seed: int = 0,
                  scoring: str = "afp", prompt_language: str | None = None, batch_size: int = 16,
                  target_delimiter: str = TARGET_DELIMITER, fewshot_delimiter: str = FEWSHOT_DELIMITER,
-                 progress: bool = False) -> tuple[dict[str, dict[str, Any]], list[ItemResult]]:
+                 progress: bool = False, share_prefix: bool = True) -> tuple[dict[str, dict[str, Any]], list[ItemResult]]:
     """Evaluate ``model`` on every language of ``test`` with ``shots`` demonstrations.
 
     ``template``: a :class:`~xlt.eval.templates.TaskTemplate` (``test``/``dev`` hold
@@ -231,7 +234,7 @@ def evaluate_icl(model, tokenizer, *, template=None, test: Mapping[str, Sequence
         else:
             prepared += prepare_template_items(template, items, demos, lang=lang, prompt_language=plang)
     results = score_items(model, tokenizer, prepared, scoring=scoring, batch_size=batch_size,
-                          progress=progress)
+                          progress=progress, share_prefix=share_prefix)
     return accuracy_table(results), results
 
 

@@ -19,13 +19,22 @@ Two rules decide which tokens are scored:
 
 Batching pads on the right and passes no attention mask (as the harness does): with causal
 attention, real tokens never see the padding and keep their positions, so every architecture
-gives the one-at-a-time result (to float rounding) without position ids. Sequences are sorted by length so a batch wastes little padding.
+gives the one-at-a-time result (to float rounding) without position ids. Sequences are sorted by
+length so a batch wastes little padding.
+
+Shared prefixes. The choices of one item share their context (demonstrations included), so
+the batched scorer runs each shared prefix once and its choices' continuations against the
+prefix's key/value cache: the prefixes left-padded with an attention mask and explicit
+positions (the layout of batched generation), then the continuations right-padded after them.
+Fewer tokens go through the model (a 5-shot prompt shared by three choices is computed once
+instead of three times) and the scores are the one-at-a-time scores to float rounding.
+``batch_size=1`` (one sequence per forward) and ``share_prefix=False`` keep the plain path.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 SCORING_RULES = ("afp", "lm-eval")
@@ -39,6 +48,9 @@ class EncodedRequest:
 
     input_ids: tuple[int, ...]
     start: int  # tokens [start:] are scored, each given everything before it
+    # leading tokens shared with the other requests of the same context (0: none known); the
+    # batched scorer computes ``input_ids[:shared]`` once for all requests that share it
+    shared: int = field(default=0, compare=False)
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -95,8 +107,14 @@ def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]], rule: str) -> l
     if not pairs:
         return []
     if rule == "afp":
-        ids = tokenizer([c + k for c, k in pairs])["input_ids"]
-        return [EncodedRequest(tuple(x), 1) for x in ids]
+        ids = [tuple(x) for x in tokenizer([c + k for c, k in pairs])["input_ids"]]
+        # the whole text is tokenised at once, so the choices of a context share the longest
+        # common prefix of their ids (a merge across the context's end may shorten it)
+        common: dict[str, tuple[int, ...]] = {}
+        for (context, _), x in zip(pairs, ids):
+            seen = common.get(context)
+            common[context] = x if seen is None else seen[:_common_length(seen, x)]
+        return [EncodedRequest(x, 1, len(common[context])) for (context, _), x in zip(pairs, ids)]
     prefix_id = prefix_token_id(tokenizer)
     prefix_text = tokenizer.decode([prefix_id])
     split = []
@@ -128,8 +146,16 @@ def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]], rule: str) -> l
             ctx = cache[(context, not context.startswith(prefix_text))]
             whole_text = context + continuation
             cont = cache[(whole_text, not whole_text.startswith(prefix_text))][len(ctx):]
-        out.append(EncodedRequest(tuple(ctx + cont), len(ctx)))
+        out.append(EncodedRequest(tuple(ctx + cont), len(ctx), len(ctx)))
     return out
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n
 
 
 def afp_sequence_scores(logits, input_ids, attention_mask):
@@ -147,58 +173,264 @@ def afp_sequence_scores(logits, input_ids, attention_mask):
 
 def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int = 16,
                   pad_token_id: int = 0, max_length: int | None = None,
-                  progress: bool = False) -> list[tuple[float, bool]]:
+                  progress: bool = False, share_prefix: bool = True) -> list[tuple[float, bool]]:
     """``(sum of natural-log probabilities of the scored tokens, all greedy?)`` per request.
 
     Requests are sorted by length and run ``batch_size`` at a time, right-padded. A sequence
     longer than ``max_length`` loses tokens on the left (as the harness truncates), never
-    scored ones unless the scored part alone is too long.
+    scored ones unless the scored part alone is too long. With ``share_prefix`` (and
+    ``batch_size > 1`` and a model with a key/value cache), requests that share their first
+    ``shared`` tokens are scored from one pass over that prefix (see the module's docstring).
     """
     import torch
 
-    device = next(model.parameters()).device
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].input_ids))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    batches = [order[k:k + batch_size] for k in range(0, len(order), max(1, batch_size))]
-    iterator = batches
+    groups, singles = [], list(range(len(requests)))
+    if share_prefix and batch_size > 1 and _has_kv_cache(model):
+        groups, singles = _prefix_groups(requests, batch_size, max_length, _sliding_window(model))
+    chunks = [("plain", batch) for batch in _plain_batches(requests, singles, batch_size)]
+    chunks += [("shared", chunk) for chunk in _group_chunks(groups, batch_size)]
+    iterator = chunks
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(batches, desc="scoring", unit="batch")
+        iterator = tqdm(chunks, desc="scoring", unit="batch")
     with torch.inference_mode():
-        for batch in iterator:
-            rows, starts = [], []
-            for i in batch:
-                ids, start = list(requests[i].input_ids), requests[i].start
-                if max_length is not None and len(ids) > max_length:
-                    cut = len(ids) - max_length
-                    ids, start = ids[cut:], max(1, start - cut)
-                rows.append(ids)
-                starts.append(max(1, start))
-            width = max(len(r) for r in rows)
-            input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-            scored = torch.zeros((len(rows), width - 1), dtype=torch.bool)  # position t predicts t+1
-            for r, ids in enumerate(rows):
-                input_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-                scored[r, starts[r] - 1:len(ids) - 1] = True
-            input_ids, scored = input_ids.to(device), scored.to(device)
-            # No attention mask (as the harness): right padding under causal attention never
-            # reaches a real token, and the unmasked causal path is the fast one.
-            logits = model(input_ids=input_ids).logits[:, :-1]
-            target = input_ids[:, 1:]
-            totals, greedy = [], []
-            # a few rows at a time in float32, so the copy stays small for large vocabularies
-            for lo in range(0, logits.shape[0], _ROWS_PER_CHUNK):
-                part = logits[lo:lo + _ROWS_PER_CHUNK].float()
-                tgt, keep = target[lo:lo + _ROWS_PER_CHUNK], scored[lo:lo + _ROWS_PER_CHUNK]
-                token_logp = part.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(part, -1)
-                # float64 sum: the total of a long text does not depend on the padded width
-                totals += torch.where(keep, token_logp, torch.zeros_like(token_logp)).double().sum(-1).tolist()
-                greedy += ((part.argmax(-1) == tgt) | ~keep).all(-1).tolist()
-                del part, token_logp
-            for r, i in enumerate(batch):
-                results[i] = (totals[r], bool(greedy[r]))
+        for kind, chunk in iterator:
+            if kind == "plain":
+                _score_plain(model, requests, chunk, results, pad_token_id, max_length)
+            else:
+                _score_shared(model, requests, chunk, results, pad_token_id, batch_size)
     return results  # type: ignore[return-value]
+
+
+def _has_kv_cache(model) -> bool:
+    """Whether ``model`` can continue from a key/value cache with explicit positions."""
+    import inspect
+
+    from xlt.models import unwrap_model
+
+    base = unwrap_model(model)
+    try:
+        can_generate = bool(base.can_generate())
+        params = inspect.signature(base.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return can_generate and "past_key_values" in params and "attention_mask" in params
+
+
+def _sliding_window(model) -> int | None:
+    """The model's sliding attention window, if some of its layers use one."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "get_text_config", lambda: config)()
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0 or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return window
+
+
+def _forward_kwargs(model) -> set[str]:
+    import inspect
+
+    from xlt.models import unwrap_model
+
+    return set(inspect.signature(unwrap_model(model).forward).parameters)
+
+
+def _prefix_groups(requests: Sequence[EncodedRequest], batch_size: int, max_length: int | None,
+                   window: int | None = None):
+    """``([(prefix_length, [request indices]), ...], [indices scored alone])``: requests with
+    the same first ``shared`` tokens form a group (at most ``batch_size`` members each)."""
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
+    singles = []
+    longest = max_length
+    if window:  # padded prefix + padded tail stay inside the window, as the whole sequence would
+        longest = window // 2 if longest is None else min(longest, window // 2)
+    for i, request in enumerate(requests):
+        n = len(request.input_ids)
+        if request.shared >= 2 and (longest is None or n <= longest):
+            by_prefix.setdefault(request.input_ids[:request.shared], []).append(i)
+        else:
+            singles.append(i)
+    groups = []
+    for prefix, members in by_prefix.items():
+        # every member keeps at least one token after the prefix (it is scored from the
+        # prefix's last position and continues from there)
+        length = min(len(prefix), min(len(requests[i].input_ids) for i in members) - 1)
+        if len(members) < 2 or length < 2:
+            singles.extend(members)
+            continue
+        for lo in range(0, len(members), batch_size):
+            part = members[lo:lo + batch_size]
+            if len(part) < 2:
+                singles.extend(part)
+            else:
+                groups.append((length, part))
+    singles.sort()
+    return groups, singles
+
+
+def _plain_batches(requests, indices, batch_size):
+    order = sorted(indices, key=lambda i: -len(requests[i].input_ids))
+    return [order[k:k + batch_size] for k in range(0, len(order), max(1, batch_size))]
+
+
+def _group_chunks(groups, batch_size):
+    """Groups sorted by prefix length, ``batch_size`` prefixes to a chunk."""
+    ordered = sorted(groups, key=lambda g: -g[0])
+    return [ordered[k:k + batch_size] for k in range(0, len(ordered), batch_size)]
+
+
+def _token_logp(logits, target):
+    """Per-token natural-log probabilities and greedy flags, a few rows at a time in float32
+    (so the copy stays small for large vocabularies)."""
+    import torch
+
+    logps, greedy = [], []
+    for lo in range(0, logits.shape[0], _ROWS_PER_CHUNK):
+        part = logits[lo:lo + _ROWS_PER_CHUNK].float()
+        tgt = target[lo:lo + _ROWS_PER_CHUNK]
+        logps.append(part.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(part, -1))
+        greedy.append(part.argmax(-1) == tgt)
+        del part
+    return torch.cat(logps), torch.cat(greedy)
+
+
+def _score_plain(model, requests, batch, results, pad_token_id, max_length) -> None:
+    import torch
+
+    device = next(model.parameters()).device
+    rows, starts = [], []
+    for i in batch:
+        ids, start = list(requests[i].input_ids), requests[i].start
+        if max_length is not None and len(ids) > max_length:
+            cut = len(ids) - max_length
+            ids, start = ids[cut:], max(1, start - cut)
+        rows.append(ids)
+        starts.append(max(1, start))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    scored = torch.zeros((len(rows), width - 1), dtype=torch.bool)  # position t predicts t+1
+    for r, ids in enumerate(rows):
+        input_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        scored[r, starts[r] - 1:len(ids) - 1] = True
+    input_ids, scored = input_ids.to(device), scored.to(device)
+    # No attention mask (as the harness): right padding under causal attention never reaches
+    # a real token, and the unmasked causal path is the fast one.
+    logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1]
+    token_logp, greedy = _token_logp(logits, input_ids[:, 1:])
+    # float64 sum: the total of a long text does not depend on the padded width
+    totals = torch.where(scored, token_logp, torch.zeros_like(token_logp)).double().sum(-1).tolist()
+    all_greedy = (greedy | ~scored).all(-1).tolist()
+    for r, i in enumerate(batch):
+        results[i] = (totals[r], bool(all_greedy[r]))
+
+
+def _score_shared(model, requests, chunk, results, pad_token_id, batch_size) -> None:
+    """One chunk of prefix groups: the prefixes in one right-padded pass (no mask: the fast
+    causal path), keeping its key/value cache; then the members' continuations, ``batch_size``
+    at a time, against their prefixes' cache, with a mask that hides the prefixes' padding and
+    positions that continue the prefixes'."""
+    import torch
+
+    device = next(model.parameters()).device
+    accepted = _forward_kwargs(model)
+    lengths = [length for length, _ in chunk]
+    width = max(lengths)
+    prefix_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for g, (length, members) in enumerate(chunk):
+        prefix_ids[g, :length] = torch.tensor(requests[members[0]].input_ids[:length])
+        prefix_mask[g, :length] = 1
+    prefix_ids = prefix_ids.to(device)
+    # does any member score a token inside its prefix (afp)? else only the last logits are needed
+    inner = any(requests[i].start < length for length, members in chunk for i in members)
+    kwargs = {"use_cache": True}
+    last_cols = sorted({length - 1 for length in lengths})
+    if not inner and "logits_to_keep" in accepted:
+        kwargs["logits_to_keep"] = torch.tensor(last_cols, device=device)
+        last_at = {c: k for k, c in enumerate(last_cols)}
+    else:
+        last_at = {c: c for c in last_cols}
+    out = model(input_ids=prefix_ids, **kwargs)
+    prefix_logits, cache = out.logits, out.past_key_values
+    every_group = torch.arange(len(chunk), device=device)
+    last = torch.log_softmax(prefix_logits[every_group, [last_at[n - 1] for n in lengths]].float(), -1)
+    last_greedy = last.argmax(-1)  # (groups,): predicts each member's token [length]
+    if inner:  # running sums over the prefix, so any member's range [start, length) is a difference
+        inner_logp, inner_greedy = _token_logp(prefix_logits[:, :-1], prefix_ids[:, 1:])
+        zero = torch.zeros((len(chunk), 1), dtype=torch.float64)
+        inner_sum = torch.cat([zero, inner_logp.double().cpu().cumsum(-1)], -1)
+        inner_miss = torch.cat([zero, (~inner_greedy).double().cpu().cumsum(-1)], -1)
+    del prefix_logits, out
+
+    members = sorted(((g, i) for g, (_, group) in enumerate(chunk) for i in group),
+                     key=lambda m: lengths[m[0]] - len(requests[m[1]].input_ids))  # longest tail first
+    for lo in range(0, len(members), batch_size):
+        batch = members[lo:lo + batch_size]
+        rows = torch.tensor([g for g, _ in batch])
+        tails = [requests[i].input_ids[lengths[g]:] for g, i in batch]
+        tail_width = max(len(x) for x in tails)
+        tail_ids = torch.full((len(batch), tail_width), pad_token_id, dtype=torch.long)
+        tail_mask = torch.zeros((len(batch), tail_width), dtype=torch.long)
+        # tokens scored from the tail pass: position j predicts tail token j + 1
+        scored = torch.zeros((len(batch), max(1, tail_width - 1)), dtype=torch.bool)
+        first_scored, inner_lo = [], []
+        for r, (g, i) in enumerate(batch):
+            tail, start = tails[r], max(1, requests[i].start)
+            tail_ids[r, :len(tail)] = torch.tensor(tail)
+            tail_mask[r, :len(tail)] = 1
+            scored[r, max(start, lengths[g] + 1) - lengths[g] - 1:len(tail) - 1] = True
+            first_scored.append(start <= lengths[g])
+            inner_lo.append(min(start, lengths[g]) - 1)
+        sub = _select_cache(cache, rows.to(device))
+        kwargs = {"attention_mask": torch.cat([prefix_mask[rows], tail_mask], -1).to(device),
+                  "past_key_values": sub, "use_cache": True}
+        if "position_ids" in accepted:
+            starts = torch.tensor([lengths[g] for g, _ in batch])
+            kwargs["position_ids"] = (starts[:, None] + torch.arange(tail_width)[None]).to(device)
+        tail_ids = tail_ids.to(device)
+        tail_logits = model(input_ids=tail_ids, **kwargs).logits[:, :-1]
+        del sub
+        totals = torch.zeros(len(batch), dtype=torch.float64)
+        greedy = torch.ones(len(batch), dtype=torch.bool)
+        if tail_width > 1:
+            tail_logp, tail_greedy = _token_logp(tail_logits, tail_ids[:, 1:])
+            keep = scored.to(device)
+            totals += torch.where(keep, tail_logp, torch.zeros_like(tail_logp)).double().sum(-1).cpu()
+            greedy &= (tail_greedy | ~keep).all(-1).cpu()
+        del tail_logits
+        # token [length], predicted at the prefix's last position
+        first = torch.tensor(first_scored)
+        device_rows = rows.to(device)
+        first_lp = last[device_rows, tail_ids[:, 0]].double().cpu()
+        first_greedy = (last_greedy[device_rows] == tail_ids[:, 0]).cpu()
+        totals += torch.where(first, first_lp, torch.zeros_like(first_lp))
+        greedy &= first_greedy | ~first
+        if inner:  # tokens [start, length) inside the prefix
+            cols = torch.tensor(inner_lo)
+            ends = torch.tensor([lengths[g] - 1 for g, _ in batch])
+            totals += inner_sum[rows, ends] - inner_sum[rows, cols]
+            greedy &= (inner_miss[rows, ends] - inner_miss[rows, cols]) == 0
+        for r, (_, i) in enumerate(batch):
+            results[i] = (float(totals[r]), bool(greedy[r]))
+
+
+def _select_cache(cache, rows):
+    """A cache holding ``cache``'s entries for ``rows`` (repeats allowed); ``cache`` is left as is."""
+    import copy
+
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    if layers and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers):
+        # these layers' reorder and update replace their tensors: a shallow copy is enough
+        selected = copy.copy(cache)
+        selected.layers = [copy.copy(layer) for layer in cache.layers]
+    else:
+        selected = copy.deepcopy(cache)
+    selected.reorder_cache(rows)
+    return selected
 
 
 def model_max_length(model, tokenizer) -> int | None:
