@@ -90,6 +90,7 @@ def train_command(argv: list[str], prog: str) -> int:
             language_token(tokenizer, lang)
     lslo_config = cfg.lslo_config(languages, seq2seq=seq2seq)
     model.config.use_cache = False
+    transformers.set_seed(cfg.seed)  # A's initialisation draws from the global generator
     lslo = None if cfg.full_finetune else apply_lslo(model, lslo_config)
     if lslo is not None and cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings would cut the checkpointed graph
