@@ -190,6 +190,8 @@ def test_resuming_mid_epoch_reproduces_the_run(causal_trained, tiny_llama_dir, t
               "--use_cpu", "--disable_tqdm", "true", "--save_strategy", "steps", "--save_steps", "4"]
     result = _run(xlt_cli, *common, "--max_steps", "4")  # 3 steps per epoch: stops inside epoch 2
     assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = json.loads((out / "checkpoint-4" / "lslo_config.json").read_text())
+    assert checkpoint["translation_prompt"]["language_names"]["qab"] == "Beta"  # evaluable as it is
     result = _run(xlt_cli, *common, "--resume_from_checkpoint", out / "checkpoint-4")
     assert result.returncode == 0, result.stderr[-2000:]
     want = load_file(str(causal_trained / "lslo_model.safetensors"))

@@ -120,9 +120,13 @@ def train_command(argv: list[str], prog: str) -> int:
         callbacks.append(PruningCallback(schedule))
     if out.exists() and data.overwrite and not resume:
         shutil.rmtree(out)
+    metadata = {"base_model_path": data.model}
+    if not seq2seq:
+        metadata["translation_prompt"] = prompt.to_dict()
+    extra = {} if lslo is None else {"adapter_metadata": metadata}  # in checkpoints and the final adapter
     trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
                             eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
-                            callbacks=callbacks, train_sampler=sampler)
+                            callbacks=callbacks, train_sampler=sampler, **extra)
     kind = "" if seq2seq else "decoder-only, "
     rows = (f"{len(pairs)} pairs in {len(sampler.groups)} directions -> {len(sampler)} rows per epoch, "
             f"redrawn each epoch (T={cfg.sampling_temperature})")
@@ -139,7 +143,7 @@ def train_command(argv: list[str], prog: str) -> int:
     stopped = report_signal_stop(trainer, prog)
     if stopped is not None:  # pre-empted: a checkpoint, no final output
         return stopped
-    _save(trainer, lslo, tokenizer, data, cfg, out, schedule, None if seq2seq else prompt)
+    _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata)
     return 0
 
 
@@ -160,7 +164,7 @@ def _filter_directions(pairs, directions, path):
     return kept
 
 
-def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, prompt=None) -> None:
+def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata) -> None:
     """Adapter, tokenizer, pruning report (JSON + PNG), log history, and train_config.json last."""
     from xlt.io import atomic_file, write_json
     from xlt.lslo.pruning import make_pruning_permanent, plot_pruning_report, pruning_report
@@ -174,8 +178,7 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, prompt=None)
         trainer.save_model(str(tmp))
     else:
         make_pruning_permanent(lslo)
-        extra = {"translation_prompt": prompt.to_dict()} if prompt is not None else {}
-        lslo.save_pretrained(tmp, base_model_path=data.model, **extra)
+        lslo.save_pretrained(tmp, **metadata)
     tokenizer.save_pretrained(str(tmp))
     for item in tmp.iterdir():
         target = out / item.name

@@ -421,9 +421,12 @@ class SampledTrainerMixin:
 
 class LSLoTrainerMixin(SampledTrainerMixin):
     """What an :class:`~xlt.lslo.LSLoModel` needs from any ``Trainer``: checkpoints and the final
-    save hold the adapter (``lslo_config.json`` + ``lslo_model.safetensors``), not the model."""
+    save hold the adapter (``lslo_config.json`` + ``lslo_model.safetensors``), not the model.
+    ``adapter_metadata`` (e.g. ``base_model_path``, ``translation_prompt``) goes into every
+    checkpoint's ``lslo_config.json``."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, adapter_metadata: dict[str, Any] | None = None, **kwargs):
+        self.adapter_metadata = dict(adapter_metadata or {})
         super().__init__(*args, **kwargs)
         if self.args.label_names is None:  # the wrapper's forward(**kwargs) hides "labels"
             self.label_names = ["labels"]
@@ -432,7 +435,7 @@ class LSLoTrainerMixin(SampledTrainerMixin):
         output_dir = output_dir or self.args.output_dir
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         lslo = _lslo_of(self.accelerator.unwrap_model(self.model))
-        lslo.save_pretrained(output_dir)
+        lslo.save_pretrained(output_dir, **self.adapter_metadata)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
 
