@@ -1,10 +1,11 @@
 """Machine-translation evaluation: translate every direction, score with sacrebleu, tabulate.
 
-Conventions (M2M-100 / NLLB, as the reference implementation's fairseq setup): the source is
-``[src_lang] tokens </s>``, the decoder starts with ``</s>`` and the target-language token is
+Conventions for encoder-decoder models (M2M-100 / NLLB, as the reference implementation's
+fairseq setup): the source is ``[src_lang] tokens </s>``, the decoder starts with ``</s>`` and the target-language token is
 forced as the first generated token (``forced_bos_token_id``); labels are
 ``[tgt_lang] tokens </s>``. A language's token is the code itself (NLLB, ``deu_Latn``) or
-``__code__`` (M2M-100, ``__de__``).
+``__code__`` (M2M-100, ``__de__``). Decoder-only models see a :class:`TranslationPrompt`
+(``"{src_lang}: {src}\\n{tgt_lang}:"`` by default) and continue it with the target.
 
 Metrics (sacrebleu): BLEU (13a), chrF (``chrf_word_order=2`` gives chrF++) and spBLEU, i.e.
 BLEU on SentencePiece pieces, only when a SentencePiece model file is given (sacrebleu would
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -57,6 +59,115 @@ def encode_texts(tokenizer, texts: Sequence[str], lang: str, max_length: int) ->
     return [[lang_id] + list(body[:max_length - 2]) + [eos] for body in bodies]
 
 
+#: Default translation prompt for decoder-only models: the source line, then the target
+#: language's name and a colon; the model continues with `` <target></s>``.
+DEFAULT_PROMPT_TEMPLATE = "{src_lang}: {src}\n{tgt_lang}:"
+
+
+@dataclass
+class TranslationPrompt:
+    """How a decoder-only model sees a translation pair: a prompt it continues with the target.
+
+    ``prompt = template.format(src_lang=name(src), tgt_lang=name(tgt), src=source text)``, encoded
+    with the tokenizer's own leading special tokens (BOS where the tokenizer adds one); the
+    continuation is ``target_prefix + target`` followed by EOS. ``language_names`` maps codes
+    to the names shown in the prompt (default: the code itself), e.g. ``{"fra_Latn": "French"}``.
+    A literal ``\\n`` in the template is a newline (handy on the command line). Training masks the
+    prompt out of the loss; generation continues the prompt and keeps the first line of the
+    continuation.
+    """
+
+    template: str = DEFAULT_PROMPT_TEMPLATE
+    language_names: dict[str, str] = field(default_factory=dict)
+    target_prefix: str = " "
+
+    def __post_init__(self):
+        import string
+
+        self.template = str(self.template).replace("\\n", "\n")
+        self.language_names = {str(k): str(v) for k, v in (self.language_names or {}).items()}
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
+        except ValueError as exc:
+            raise ConfigError(f"prompt template {self.template!r}: {exc}") from None
+        unknown = sorted(set(fields) - {"src", "src_lang", "tgt_lang"})
+        if unknown:
+            raise ConfigError(f"prompt template: unknown placeholder {{{unknown[0]}}} (expected {{src}}, "
+                              "{src_lang}, {tgt_lang})")
+        for needed in ("src", "tgt_lang"):
+            if needed not in fields:
+                raise ConfigError(f"prompt template {self.template!r} has no {{{needed}}} placeholder")
+
+    def name(self, lang: str) -> str:
+        return self.language_names.get(lang, lang)
+
+    def text(self, src: str, src_lang: str, tgt_lang: str) -> str:
+        return self.template.format(src=src, src_lang=self.name(src_lang), tgt_lang=self.name(tgt_lang))
+
+    def encode_prompts(self, tokenizer, items: Sequence[tuple[str, str, str]], max_length: int) -> list[list[int]]:
+        """Token ids of the prompt of each ``(text, src_lang, tgt_lang)``, at most ``max_length``.
+
+        An over-long prompt keeps its template and loses the end of the source text.
+        """
+        if not items:
+            return []
+        lead = _leading_special_tokens(tokenizer)
+        texts = [self.text(*item) for item in items]
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        out = []
+        for (src, s, t), ids in zip(items, encoded):
+            ids = lead + list(ids)
+            source = src
+            for _ in range(8):
+                if len(ids) <= max_length:
+                    break
+                body = tokenizer(source, add_special_tokens=False)["input_ids"]
+                if not body:
+                    break
+                keep = max(0, len(body) - (len(ids) - max_length))
+                source = tokenizer.decode(body[:keep], skip_special_tokens=True)
+                ids = lead + list(tokenizer(self.text(source, s, t), add_special_tokens=False)["input_ids"])
+            if len(ids) > max_length:
+                raise ConfigError(f"max source length {max_length} is too short for the prompt template "
+                                  f"{self.template!r} ({len(ids)} tokens without the source text)")
+            out.append(ids)
+        return out
+
+    def encode_targets(self, tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        """``target_prefix + text`` then EOS, at most ``max_length`` tokens."""
+        if max_length < 2:
+            raise ConfigError(f"max target length must be >= 2 tokens, got {max_length}")
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ModelError("tokenizer has no eos token")
+        if not texts:
+            return []
+        bodies = tokenizer([self.target_prefix + t for t in texts], add_special_tokens=False)["input_ids"]
+        return [list(body[:max_length - 1]) + [eos] for body in bodies]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template": self.template, "language_names": dict(self.language_names),
+                "target_prefix": self.target_prefix}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "TranslationPrompt":
+        data = dict(data or {})
+        unknown = sorted(set(data) - {"template", "language_names", "target_prefix"})
+        if unknown:
+            raise ConfigError(f"translation prompt: unknown key(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _leading_special_tokens(tokenizer) -> list[int]:
+    """The special tokens the tokenizer puts before a text (``[bos]`` for Llama, ``[]`` for Qwen)."""
+    with_special = tokenizer("a")["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for k in range(len(with_special) - len(plain) + 1):
+        if with_special[k:k + len(plain)] == plain:
+            return list(with_special[:k])
+    return []
+
+
 # --------------------------------------------------------------------------------------------
 # Generation
 
@@ -69,8 +180,13 @@ def translate(model, tokenizer, sources: Sequence[str], src_lang: str, tgt_lang:
 def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, num_beams: int = 5,
                    batch_size: int = 16, max_new_tokens: int = 128, max_source_length: int = 256,
                    lslo_languages: Sequence[str] | None = None,
-                   progress: Callable[[int], None] | None = None) -> list[str]:
-    """Translate ``(text, src_lang, tgt_lang)`` items with a seq2seq model; batches may mix directions.
+                   progress: Callable[[int], None] | None = None,
+                   prompt: TranslationPrompt | None = None) -> list[str]:
+    """Translate ``(text, src_lang, tgt_lang)`` items; batches may mix directions.
+
+    Decoder-only models continue ``prompt`` (a :class:`TranslationPrompt`, default template
+    ``"{src_lang}: {src}\\n{tgt_lang}:"``), left-padded; the hypothesis is the continuation up to
+    EOS, first line only, with the prompt stripped.
 
     The decoder starts with ``[decoder_start, tgt_lang]`` for every example, which is what
     ``forced_bos_token_id`` produces for a single direction (the forced token scores 0) but works
@@ -82,11 +198,15 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
     import torch
 
     config = getattr(model, "config", None)
-    if config is None or not getattr(config, "is_encoder_decoder", False):
-        raise ModelError("MT evaluation needs an encoder-decoder translation model (M2M-100 / NLLB); "
-                         f"got {type(model).__name__}")
+    if config is None or not hasattr(model, "generate"):
+        raise ModelError(f"MT evaluation needs a generative model; got {type(model).__name__}")
     if num_beams < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("num_beams, batch_size and max_new_tokens must be >= 1")
+    index = _lslo_index(items, lslo_languages)
+    if not getattr(config, "is_encoder_decoder", False):
+        return _translate_causal(model, tokenizer, items, prompt or TranslationPrompt(), index,
+                                 num_beams=num_beams, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                 max_source_length=max_source_length, progress=progress)
     encoded: list[list[int]] = [[] for _ in items]
     by_src: dict[str, list[int]] = {}
     for k, (_, src, _) in enumerate(items):
@@ -95,14 +215,6 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
         for k, ids in zip(ks, encode_texts(tokenizer, [items[k][0] for k in ks], src, max_source_length)):
             encoded[k] = ids
     tgt_tokens = {t: language_token_id(tokenizer, t) for t in {it[2] for it in items}}
-    index = None
-    if lslo_languages is not None:
-        index = {lang: k for k, lang in enumerate(lslo_languages)}
-        for _, s, t in items:
-            for lang in (s, t):
-                if lang not in index:
-                    raise ConfigError(f"language {lang!r} is not in the LSLo adapter's languages "
-                                      f"({', '.join(lslo_languages)})")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.pad_token_id
     start = config.decoder_start_token_id if config.decoder_start_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
@@ -132,6 +244,59 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
             texts = [texts]
         for r, i in enumerate(rows):
             outputs[i] = texts[r].strip()
+        if progress is not None:
+            progress(len(rows))
+    return outputs
+
+
+def _lslo_index(items, lslo_languages) -> dict[str, int] | None:
+    if lslo_languages is None:
+        return None
+    index = {lang: k for k, lang in enumerate(lslo_languages)}
+    for _, s, t in items:
+        for lang in (s, t):
+            if lang not in index:
+                raise ConfigError(f"language {lang!r} is not in the LSLo adapter's languages "
+                                  f"({', '.join(lslo_languages)})")
+    return index
+
+
+def _translate_causal(model, tokenizer, items, prompt: TranslationPrompt, index, *, num_beams: int,
+                      batch_size: int, max_new_tokens: int, max_source_length: int, progress) -> list[str]:
+    """Decoder-only generation: left-padded prompts, continuation up to EOS, first line kept."""
+    import torch
+
+    encoded = prompt.encode_prompts(tokenizer, items, max_source_length)
+    config = model.config
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else config.pad_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else config.eos_token_id
+    if pad is None:
+        pad = eos
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    outputs: list[str] = [""] * len(encoded)
+    model.eval()
+    for first in range(0, len(order), batch_size):
+        rows = order[first:first + batch_size]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]):] = 1
+        kwargs: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                      num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
+                                      length_penalty=1.0, early_stopping=num_beams > 1,
+                                      eos_token_id=eos, pad_token_id=pad)
+        if index is not None:
+            kwargs["src_lang_ids"] = torch.tensor([index[items[i][1]] for i in rows], dtype=torch.long)
+            kwargs["tgt_lang_ids"] = torch.tensor([index[items[i][2]] for i in rows], dtype=torch.long)
+        with torch.no_grad():
+            generated = model.generate(**kwargs)
+        texts = tokenizer.batch_decode(generated[:, width:].tolist(), skip_special_tokens=True)
+        for r, i in enumerate(rows):
+            text = texts[r].strip()
+            outputs[i] = text.splitlines()[0].strip() if text else ""
         if progress is not None:
             progress(len(rows))
     return outputs

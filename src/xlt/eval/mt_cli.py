@@ -35,11 +35,13 @@ def _parse_systems(args) -> list[tuple[str, str]]:
 def mt_command(argv: list[str], prog: str) -> int:
     """Generate every direction (beam search), score BLEU / chrF (/ spBLEU), print and write tables."""
     from xlt.config import ArgumentParser, require_positive
+    from xlt.eval.mt import DEFAULT_PROMPT_TEMPLATE
 
     parser = ArgumentParser(prog=prog, description=(
         "Translate every direction of a ParallelPair test set with each system (a Hugging Face "
-        "seq2seq model directory, or an LSLo adapter directory from 'xlt train lslo', whose base "
-        "model is the one it records unless --base is given) and score each direction with "
+        "seq2seq or decoder-only model directory, or an LSLo adapter directory from 'xlt train lslo', "
+        "whose base model is the one it records unless --base is given; decoder-only systems continue "
+        "a translation prompt) and score each direction with "
         "sacrebleu. Prints a source x target table grouped by resource tier per system and a "
         "comparison of tier averages; with --out writes scores JSON, hypotheses and PNG heat maps."))
     parser.add_argument("--data", required=True, help="test ParallelPair records (e.g. translation/test.jsonl)")
@@ -63,6 +65,11 @@ def mt_command(argv: list[str], prog: str) -> int:
                         help="resource tier per language (default: from the first LSLo adapter)")
     parser.add_argument("--metric", default=None,
                         help="metric of the printed tables and heat maps (default: spbleu if available, else bleu)")
+    parser.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE.replace("\n", "\\n"),
+                        help="decoder-only systems without a recorded prompt: the translation prompt, with "
+                             "{src_lang}, {tgt_lang} and {src}; '\\n' is a newline")
+    parser.add_argument("--language-names", nargs="+", default=None, metavar="CODE=NAME",
+                        help="decoder-only systems without a recorded prompt: language names in the prompt")
     parser.add_argument("--out", default=None, help="output directory (scores JSON, hypotheses, PNG)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="float32", help="model dtype")
@@ -74,6 +81,7 @@ def mt_command(argv: list[str], prog: str) -> int:
     if args.max_per_direction is not None:
         require_positive("--max-per-direction", args.max_per_direction)
     systems = _parse_systems(args)
+    _cli_prompt(args)  # a bad template fails before any model loads
 
     from xlt.io import check_output
 
@@ -106,7 +114,7 @@ def mt_command(argv: list[str], prog: str) -> int:
     results: dict[str, dict] = {}
     hypotheses: dict[str, list[dict]] = {}
     for name, path in systems:
-        model, tokenizer, lslo_config = _load_system(path, args)
+        model, tokenizer, lslo_config, prompt = _load_system(path, args)
         if tiers is None and lslo_config is not None:
             tiers = {lang: lslo_config.tier_of(lang) for lang in lslo_config.languages}
         per_direction = {}
@@ -116,7 +124,7 @@ def mt_command(argv: list[str], prog: str) -> int:
         hyps_all = translate_many(model, tokenizer, items, num_beams=args.num_beams, batch_size=args.batch_size,
                                   max_new_tokens=args.max_new_tokens, max_source_length=args.max_source_length,
                                   lslo_languages=lslo_config.languages if lslo_config is not None else None,
-                                  progress=progress.update)
+                                  progress=progress.update, prompt=prompt)
         offset = 0
         for (src, tgt), members in groups.items():
             hyps = hyps_all[offset:offset + len(members)]
@@ -158,9 +166,15 @@ def _progress(total: int, desc: str):
 
 
 def _load_system(path: str, args):
-    """(model, tokenizer, LSLoConfig or None) for a model directory or an LSLo adapter directory."""
+    """(model, tokenizer, LSLoConfig or None, TranslationPrompt or None) for a model or adapter directory.
+
+    Decoder-only systems use the prompt they were trained with (recorded in the adapter, or in the
+    config of a model written by ``xlt lslo export`` / ``--full_finetune``), else the one of
+    ``--prompt-template`` / ``--language-names``.
+    """
+    from xlt.eval.mt import TranslationPrompt
     from xlt.lslo.cli import base_model_of
-    from xlt.lslo.model import is_lslo_dir, load_lslo
+    from xlt.lslo.model import is_lslo_dir, load_lslo, read_lslo_metadata
     from xlt.models import load_model, load_tokenizer, resolve_device
 
     device = resolve_device(args.device)
@@ -169,15 +183,31 @@ def _load_system(path: str, args):
         base = base_model_of(directory, args.base)
         tok_source = args.tokenizer or (directory if (directory / "tokenizer_config.json").is_file() else base)
         tokenizer = load_tokenizer(tok_source)
-        model = load_model(base, kind="seq2seq", dtype=args.dtype, device="cpu", allow_pickle=args.allow_pickle)
+        model = load_model(base, kind="auto", dtype=args.dtype, device="cpu", allow_pickle=args.allow_pickle)
+        recorded = read_lslo_metadata(directory).get("translation_prompt")
         lslo = load_lslo(model, directory)
         lslo.to(device)
         lslo.eval()
-        return lslo, tokenizer, lslo.lslo_config
+        prompt = None
+        if not getattr(model.config, "is_encoder_decoder", False):
+            prompt = TranslationPrompt.from_dict(recorded) if recorded else _cli_prompt(args)
+        return lslo, tokenizer, lslo.lslo_config, prompt
     tokenizer = load_tokenizer(args.tokenizer or path)
     model = load_model(path, kind="auto", dtype=args.dtype, device=device, allow_pickle=args.allow_pickle)
     model.eval()
-    return model, tokenizer, None
+    prompt = None
+    if not getattr(model.config, "is_encoder_decoder", False):
+        recorded = getattr(model.config, "xlt_translation_prompt", None)
+        prompt = TranslationPrompt.from_dict(recorded) if recorded else _cli_prompt(args)
+    return model, tokenizer, None, prompt
+
+
+def _cli_prompt(args):
+    from xlt.eval.mt import TranslationPrompt
+    from xlt.lslo.config import parse_mapping
+
+    return TranslationPrompt(template=args.prompt_template,
+                             language_names=parse_mapping(args.language_names, name="--language-names"))
 
 
 def _write_outputs(args, results, hypotheses, tiers, metrics, metric, sigs, tier_averages) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xlt.config import used_options
-from xlt.errors import ConfigError, ModelError, OutputExistsError
+from xlt.errors import ConfigError, OutputExistsError
 
 
 @dataclass
@@ -65,43 +65,54 @@ def train_command(argv: list[str], prog: str) -> int:
                                         cfg.directions, data.eval_file)
     elif cfg.eval_strategy != "no":
         raise ConfigError(f"{prog}: eval_strategy={cfg.eval_strategy} needs --eval_file")
-    lslo_config = cfg.lslo_config(languages)
+    cfg.lslo_config(languages)  # bad LSLo options fail before the model loads
+    prompt = cfg.translation_prompt()  # checked here too; used for decoder-only models
 
     import transformers
 
     from xlt.eval.mt import language_token
     from xlt.lslo.model import apply_lslo
     from xlt.lslo.pruning import PruningSchedule
-    from xlt.lslo.trainer import (FullFinetuneTrainer, LSLoTrainer, PruningCallback, TranslationCollator, encode_pairs,
-                                  sample_directions)
+    from xlt.lslo.trainer import (CausalFullFinetuneTrainer, CausalLSLoTrainer, CausalTranslationCollator,
+                                  FullFinetuneTrainer, LSLoTrainer, PruningCallback, TemperatureSampler,
+                                  TranslationCollator, encode_causal_pairs, encode_pairs)
     from xlt.models import load_model, load_tokenizer
     from xlt.training import graceful_stop_callback
 
     transformers.utils.logging.set_verbosity_warning()
     tokenizer = load_tokenizer(data.tokenizer or data.model, padding_side="right",
                                trust_remote_code=data.trust_remote_code)
-    for lang in languages:
-        language_token(tokenizer, lang)
     model = load_model(data.model, kind="auto", dtype=data.dtype, device="cpu",
                        allow_pickle=data.allow_pickle, trust_remote_code=data.trust_remote_code)
-    if not getattr(model.config, "is_encoder_decoder", False):
-        raise ModelError(f"{data.model}: xlt train lslo trains encoder-decoder translation models "
-                         "(M2M-100 / NLLB); for decoder-only models use the Python API "
-                         "(xlt.lslo.apply_lslo with decoder_directions)")
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    if seq2seq:
+        for lang in languages:
+            language_token(tokenizer, lang)
+    lslo_config = cfg.lslo_config(languages, seq2seq=seq2seq)
     model.config.use_cache = False
+    transformers.set_seed(cfg.seed)  # A's initialisation draws from the global generator
     lslo = None if cfg.full_finetune else apply_lslo(model, lslo_config)
     if lslo is not None and cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # the frozen embeddings would cut the checkpointed graph
 
-    sampled = sample_directions(pairs, cfg.sampling_temperature, seed=cfg.seed)
     lengths = dict(max_source_length=cfg.max_source_length, max_target_length=cfg.max_target_length)
-    train_rows = encode_pairs(tokenizer, sampled, languages, **lengths)
-    eval_rows = encode_pairs(tokenizer, eval_pairs, languages, **lengths) if eval_pairs else None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
-    start = model.config.decoder_start_token_id
-    if start is None:
-        start = tokenizer.eos_token_id
-    collator = TranslationCollator(pad, start, language_ids=lslo is not None)
+    if seq2seq:
+        train_rows = encode_pairs(tokenizer, pairs, languages, **lengths)
+        eval_rows = encode_pairs(tokenizer, eval_pairs, languages, **lengths) if eval_pairs else None
+        start = model.config.decoder_start_token_id
+        if start is None:
+            start = tokenizer.eos_token_id
+        collator = TranslationCollator(pad, start, language_ids=lslo is not None)
+        trainer_class = FullFinetuneTrainer if lslo is None else LSLoTrainer
+    else:
+        train_rows = encode_causal_pairs(tokenizer, pairs, languages, prompt, **lengths)
+        eval_rows = encode_causal_pairs(tokenizer, eval_pairs, languages, prompt, **lengths) if eval_pairs else None
+        collator = CausalTranslationCollator(pad, language_ids=lslo is not None)
+        trainer_class = CausalFullFinetuneTrainer if lslo is None else CausalLSLoTrainer
+        model.config.xlt_translation_prompt = prompt.to_dict()  # kept by a full fine-tune's config.json
+    seed = cfg.data_seed if cfg.data_seed is not None else cfg.seed
+    sampler = TemperatureSampler([(p.src_lang, p.tgt_lang) for p in pairs], cfg.sampling_temperature, seed=seed)
     callbacks = [graceful_stop_callback()]
     schedule = None
     if cfg.pruning != "none":
@@ -109,28 +120,30 @@ def train_command(argv: list[str], prog: str) -> int:
         callbacks.append(PruningCallback(schedule))
     if out.exists() and data.overwrite and not resume:
         shutil.rmtree(out)
-    trainer_class = FullFinetuneTrainer if lslo is None else LSLoTrainer
+    metadata = {"base_model_path": data.model}
+    if not seq2seq:
+        metadata["translation_prompt"] = prompt.to_dict()
+    extra = {} if lslo is None else {"adapter_metadata": metadata}  # in checkpoints and the final adapter
     trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
                             eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
-                            callbacks=callbacks)
+                            callbacks=callbacks, train_sampler=sampler, **extra)
+    kind = "" if seq2seq else "decoder-only, "
+    rows = (f"{len(pairs)} pairs in {len(sampler.groups)} directions -> {len(sampler)} rows per epoch, "
+            f"redrawn each epoch (T={cfg.sampling_temperature})")
     if trainer.is_world_process_zero() and lslo is None:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        print(f"{prog}: full fine-tuning, {trainable:,} trainable parameters; {len(pairs)} pairs -> "
-              f"{len(train_rows)} sampled rows (T={cfg.sampling_temperature})", flush=True)
+        print(f"{prog}: full fine-tuning ({kind}{trainable:,} trainable parameters); {rows}", flush=True)
     elif trainer.is_world_process_zero():
         ranks = ", ".join(f"{n}={r}" for n, r in lslo_config.subspaces())
-        directions = len({(p.src_lang, p.tgt_lang) for p in pairs})
-        print(f"{prog}: {'shared LoRA' if cfg.shared else 'LSLo'} on {len(lslo.lslo_layers)} modules, "
-              f"ranks {ranks}; {lslo.num_lslo_parameters():,} trainable parameters; {len(pairs)} pairs "
-              f"in {directions} directions -> {len(train_rows)} sampled rows (T={cfg.sampling_temperature})",
-              flush=True)
+        print(f"{prog}: {'shared LoRA' if cfg.shared else 'LSLo'} ({kind}{len(lslo.lslo_layers)} modules, "
+              f"ranks {ranks}; {lslo.num_lslo_parameters():,} trainable parameters); {rows}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
     from xlt.training import report_signal_stop
 
     stopped = report_signal_stop(trainer, prog)
     if stopped is not None:  # pre-empted: a checkpoint, no final output
         return stopped
-    _save(trainer, lslo, tokenizer, data, cfg, out, schedule)
+    _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata)
     return 0
 
 
@@ -151,7 +164,7 @@ def _filter_directions(pairs, directions, path):
     return kept
 
 
-def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule) -> None:
+def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata) -> None:
     """Adapter, tokenizer, pruning report (JSON + PNG), log history, and train_config.json last."""
     from xlt.io import atomic_file, write_json
     from xlt.lslo.pruning import make_pruning_permanent, plot_pruning_report, pruning_report
@@ -165,7 +178,7 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule) -> None:
         trainer.save_model(str(tmp))
     else:
         make_pruning_permanent(lslo)
-        lslo.save_pretrained(tmp, base_model_path=data.model)
+        lslo.save_pretrained(tmp, **metadata)
     tokenizer.save_pretrained(str(tmp))
     for item in tmp.iterdir():
         target = out / item.name
@@ -211,7 +224,9 @@ def export_command(argv: list[str], prog: str) -> int:
     parser = ArgumentParser(prog=prog, description="Fold the source language's and the target "
                             "language's LSLo subspaces into the base weights (each layer takes the "
                             "language of its direction) and write a plain Hugging Face model for "
-                            "that one direction, with the target language forced as first token.")
+                            "that one direction: an encoder-decoder model forces the target language "
+                            "as first token; a decoder-only model keeps the translation prompt it was "
+                            "trained with in its config (xlt eval mt uses it).")
     parser.add_argument("--adapter", required=True, help="LSLo adapter directory (xlt train lslo output)")
     parser.add_argument("--src", required=True, help="source language code")
     parser.add_argument("--tgt", required=True, help="target language code")
@@ -238,14 +253,21 @@ def export_command(argv: list[str], prog: str) -> int:
 
     adapter = Path(args.adapter)
     tokenizer = load_tokenizer(adapter if (adapter / "tokenizer_config.json").is_file() else base_path)
-    model = load_model(base_path, kind="seq2seq", dtype="float32", device="cpu", allow_pickle=args.allow_pickle)
+    model = load_model(base_path, kind="auto", dtype="float32", device="cpu", allow_pickle=args.allow_pickle)
+    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    forced = language_token_id(tokenizer, args.tgt) if seq2seq else None
     lslo = load_lslo(model, adapter)
     merged = merge_direction(lslo, args.src, args.tgt, inplace=True)
     dtype = parse_dtype(args.dtype)
     if dtype != "auto":
         merged.to(dtype)
-    forced = language_token_id(tokenizer, args.tgt)
-    merged.generation_config.forced_bos_token_id = forced
+    if seq2seq:
+        merged.generation_config.forced_bos_token_id = forced
+    else:  # decoder-only: the prompt it was trained with travels in config.json (xlt eval mt reads it)
+        prompt = read_lslo_metadata(adapter).get("translation_prompt")
+        if prompt:
+            merged.config.xlt_translation_prompt = prompt
+        merged.config.use_cache = True
     merged.config.lslo_direction = f"{args.src}-{args.tgt}"
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         merged.save_pretrained(tmp)

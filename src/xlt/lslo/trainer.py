@@ -1,23 +1,25 @@
-"""Training LSLo on translation data with ``Seq2SeqTrainer``.
+"""Training LSLo on translation data with ``Seq2SeqTrainer`` (or ``Trainer`` for decoder-only models).
 
 :class:`LSLoTrainingConfig` extends ``Seq2SeqTrainingArguments`` with the method's options (the
-paper's values as defaults, section numbers of the reference README in the help);
-:func:`sample_directions` draws the training set by temperature sampling over directions;
-:func:`encode_pairs` and :class:`TranslationCollator` make batches that mix directions and carry
-``src_lang_ids`` / ``tgt_lang_ids``; :class:`LSLoTrainer` saves LSLo adapters instead of full
-models and runs the gradual pruning schedule per epoch.
+paper's values as defaults); :class:`TemperatureSampler` redraws the training rows every epoch by
+temperature sampling over directions, as the reference does; :func:`encode_pairs` /
+:class:`TranslationCollator` (encoder-decoder) and :func:`encode_causal_pairs` /
+:class:`CausalTranslationCollator` (decoder-only: a prompt without loss, then the target) make
+batches that mix directions and carry ``src_lang_ids`` / ``tgt_lang_ids``; :class:`LSLoTrainer`
+and :class:`CausalLSLoTrainer` save LSLo adapters instead of full models;
+:class:`PruningCallback` runs the gradual pruning schedule per epoch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from torch.utils.data import Sampler
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback
 
 from xlt.errors import ConfigError
 from xlt.training import GuardedTrainerMixin
@@ -55,11 +57,13 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
                 "src, the rest tgt (paper: src*9,tgt*3 of 12)"})
     decoder_directions: str | None = field(default=None, metadata={
         "help": "per decoder layer src/tgt; default all tgt (paper)"})
-    lslo_dim: str = field(default="model", metadata={
+    lslo_dim: str = field(default="auto", metadata={
         "help": "adapter shape: 'model' = square d_model x d_model adapters on features "
                 "[start_idx, start_idx + d_model) as the reference (fc1 writes / fc2 reads only the "
                 "first d_model hidden units); an integer for another square side; 'full' = "
-                "rectangular (in x r, r x out) adapters over whole matrices"})
+                "rectangular (in x r, r x out) adapters over whole matrices; 'auto' (default) = "
+                "'model' for encoder-decoder models, 'full' for decoder-only ones (whose GQA k/v "
+                "projections are narrower than d_model)"})
     start_idx: int = field(default=0, metadata={"help": "first feature of the adapter slice"})
     shared: bool = field(default=False, metadata={
         "help": "baseline: one LoRA subspace shared by all languages, of rank shared_rank (default: "
@@ -68,6 +72,14 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
     full_finetune: bool = field(default=False, metadata={
         "help": "baseline: fine-tune every parameter of the base model (no LSLo; the paper's "
                 "full-parameter fine-tuning); writes a plain Hugging Face model"})
+    # --- decoder-only models ------------------------------------------------------------------
+    prompt_template: str = field(default="{src_lang}: {src}\\n{tgt_lang}:", metadata={
+        "help": "decoder-only models: the prompt the model continues with ' <target></s>'; "
+                "placeholders {src_lang}, {tgt_lang} (language names) and {src}; '\\n' is a newline. "
+                "The prompt carries no loss"})
+    language_names: list[str] | None = field(default=None, metadata={
+        "help": "decoder-only models: names shown in the prompt, as code=name (e.g. fra_Latn=French); "
+                "default: the code", "nargs": "+"})
     # --- pruning -------------------------------------------------------------------------------
     pruning: str = field(default="none", metadata={
         "help": "gradual magnitude pruning of B: none, language (one pool per language across "
@@ -113,16 +125,26 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
         if self.max_source_length < 3 or self.max_target_length < 3:
             raise ConfigError("max_source_length and max_target_length must be >= 3")
 
-    def lslo_config(self, languages: Sequence[str]):
-        """The :class:`~xlt.lslo.LSLoConfig` these options describe."""
+    def translation_prompt(self):
+        """The :class:`~xlt.eval.mt.TranslationPrompt` of decoder-only training."""
+        from xlt.eval.mt import TranslationPrompt
+        from xlt.lslo.config import parse_mapping
+
+        return TranslationPrompt(template=self.prompt_template,
+                                 language_names=parse_mapping(self.language_names, name="language_names"))
+
+    def lslo_config(self, languages: Sequence[str], *, seq2seq: bool = True):
+        """The :class:`~xlt.lslo.LSLoConfig` these options describe (``seq2seq``: the model kind)."""
         from xlt.lslo.config import LSLoConfig
 
         dim: Any = self.lslo_dim
+        if dim == "auto":
+            dim = "model" if seq2seq else "full"
         if isinstance(dim, str) and dim not in ("model", "full"):
             try:
                 dim = int(dim)
             except ValueError:
-                raise ConfigError(f"lslo_dim must be 'model', 'full' or an integer, got {dim!r}") from None
+                raise ConfigError(f"lslo_dim must be 'auto', 'model', 'full' or an integer, got {dim!r}") from None
         return LSLoConfig(languages=list(languages), ranks=self.ranks or {}, tiers=self.tiers or {},
                           tier_ranks=self.tier_ranks, default_tier=self.default_tier,
                           target_modules=self.target_modules,
@@ -143,39 +165,94 @@ def temperature_probabilities(sizes: dict[Any, int], temperature: float) -> dict
     return {k: w / total for k, w in weights.items()}
 
 
-def sample_directions(pairs: Sequence[Any], temperature: float, *, seed: int,
-                      size: int | None = None) -> list[Any]:
-    """Draw a training set of ``size`` (default: ``len(pairs)``) examples over directions.
+def reference_epoch_size(sizes: Sequence[int], probabilities: Sequence[float], max_scale_up: float = 1.5) -> int:
+    """Rows per epoch as the reference's sampled multi-dataset sizes it (fairseq's default).
 
-    Direction ``d`` gets ``round(size * p_d)`` examples (largest remainders so they sum to
-    ``size``), ``p_d`` from :func:`temperature_probabilities`; within a direction examples are
-    drawn without replacement, cycling through shuffled copies when upsampled. The reference
-    redraws every epoch; here one draw (seeded) serves the whole run, and the trainer shuffles it
-    per epoch. Returns the examples in a shuffled order, so batches mix directions.
+    Every direction is scaled relative to the largest one, which keeps its own size:
+    ``sum_d (p_d / p_max) * n_max`` with ``max`` the largest direction, capped at
+    ``max_scale_up * sum_d n_d``. Equal-sized directions give exactly the data size; with ``T > 1``
+    and skewed sizes the small directions are upsampled (never the large one downsampled).
     """
-    from xlt.eval.mt import group_directions
+    if not sizes:
+        return 0
+    largest = max(range(len(sizes)), key=lambda k: (sizes[k], -k))
+    n_max, p_max = sizes[largest], probabilities[largest]
+    virtual = sum(p / p_max * n_max for p in probabilities)
+    cap = sum(sizes) * max_scale_up
+    return int(virtual if virtual < cap else cap)
 
-    groups = group_directions(pairs)
-    size = len(pairs) if size is None else size
-    probs = temperature_probabilities({d: len(v) for d, v in groups.items()}, temperature)
-    exact = {d: size * p for d, p in probs.items()}
-    counts = {d: int(v) for d, v in exact.items()}
-    remainder = size - sum(counts.values())
-    for d in sorted(exact, key=lambda d: (-(exact[d] - counts[d]), d))[:remainder]:
-        counts[d] += 1
-    rng = random.Random(seed)
-    out: list[Any] = []
-    for d in groups:
-        members = groups[d]
-        need = counts.get(d, 0)
-        while need > 0:
-            order = list(range(len(members)))
-            rng.shuffle(order)
-            take = order[:need]
-            out.extend(members[i] for i in take)
-            need -= len(take)
-    rng.shuffle(out)
-    return out
+
+class TemperatureSampler(Sampler):
+    """Temperature sampling over directions, redrawn every epoch (the reference's behaviour).
+
+    ``directions[i]`` is the direction of dataset row ``i`` (any hashable, e.g. ``(src, tgt)``).
+    Each epoch yields ``size`` row indices (default :func:`reference_epoch_size`): direction ``d``
+    gets ``round(size * p_d)`` of them (largest remainders, so they sum to ``size``), ``p_d`` from
+    :func:`temperature_probabilities`. Within a direction rows are drawn without replacement,
+    cycling through fresh permutations when a direction is upsampled (so every row appears before
+    any repeats); the epoch's rows are then shuffled together, so batches mix directions.
+
+    The draw for epoch ``e`` uses a generator seeded with ``(seed, e)``: the same seed gives the
+    same rows in the same order, epoch by epoch, and the Trainer's ``set_epoch`` (called before
+    every epoch, including the one a checkpoint resumes in) selects it.
+    """
+
+    def __init__(self, directions: Sequence[Any], temperature: float, *, seed: int, size: int | None = None):
+        if not math.isfinite(temperature) or temperature <= 0:
+            raise ConfigError(f"sampling temperature must be a finite number > 0, got {temperature}")
+        groups: dict[Any, list[int]] = {}
+        for i, d in enumerate(directions):
+            groups.setdefault(d, []).append(i)
+        self.groups = groups
+        self.temperature = float(temperature)
+        self.seed = int(seed)
+        self.probabilities = temperature_probabilities({d: len(v) for d, v in groups.items()}, temperature)
+        keys = list(groups)
+        if size is None:
+            size = reference_epoch_size([len(groups[d]) for d in keys], [self.probabilities[d] for d in keys])
+        if size < 0:
+            raise ConfigError(f"sampling epoch size must be >= 0, got {size}")
+        self.size = int(size)
+        exact = {d: self.size * p for d, p in self.probabilities.items()}
+        counts = {d: int(v) for d, v in exact.items()}
+        remainder = self.size - sum(counts.values())
+        order = sorted(exact, key=lambda d: (-(exact[d] - counts[d]), keys.index(d)))
+        for d in order[:remainder]:
+            counts[d] += 1
+        self.counts = counts
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the draw of ``epoch`` (0-based, as the Trainer counts)."""
+        self.epoch = int(epoch)
+
+    def indices(self, epoch: int | None = None) -> list[int]:
+        """The row indices of ``epoch`` (default: the current one), in training order."""
+        import numpy as np
+
+        epoch = self.epoch if epoch is None else int(epoch)
+        rng = np.random.default_rng([self.seed % 2 ** 32, epoch % 2 ** 32])
+        out: list[int] = []
+        for d, members in self.groups.items():
+            need = self.counts.get(d, 0)
+            while need > 0:
+                take = rng.permutation(len(members))[:need]
+                out.extend(members[int(i)] for i in take)
+                need -= len(take)
+        return [out[int(i)] for i in rng.permutation(len(out))]
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def sample_directions(pairs: Sequence[Any], temperature: float, *, seed: int, epoch: int = 0,
+                      size: int | None = None) -> list[Any]:
+    """The ParallelPairs :class:`TemperatureSampler` draws for ``epoch`` (a list of ``size`` pairs)."""
+    sampler = TemperatureSampler([(p.src_lang, p.tgt_lang) for p in pairs], temperature, seed=seed, size=size)
+    return [pairs[i] for i in sampler.indices(epoch)]
 
 
 def encode_pairs(tokenizer, pairs: Sequence[Any], languages: Sequence[str], *, max_source_length: int,
@@ -246,6 +323,58 @@ class TranslationCollator:
         return batch
 
 
+def encode_causal_pairs(tokenizer, pairs: Sequence[Any], languages: Sequence[str], prompt=None, *,
+                        max_source_length: int, max_target_length: int) -> list[dict[str, Any]]:
+    """Tokenize ParallelPairs for a decoder-only model: a prompt, then the target to learn.
+
+    ``prompt`` is a :class:`~xlt.eval.mt.TranslationPrompt` (default: its default template,
+    ``"{src_lang}: {src}\\n{tgt_lang}:"``). Returns one dict per pair with ``input_ids`` (prompt
+    ids, at most ``max_source_length``, then target ids and EOS, at most ``max_target_length``),
+    ``labels`` (``-100`` over the prompt, so only the target is learned), ``src_lang_ids``,
+    ``tgt_lang_ids`` (indices into ``languages``).
+    """
+    from xlt.eval.mt import TranslationPrompt
+
+    prompt = prompt or TranslationPrompt()
+    index = {lang: k for k, lang in enumerate(languages)}
+    prompts = prompt.encode_prompts(tokenizer, [(p.src, p.src_lang, p.tgt_lang) for p in pairs], max_source_length)
+    targets = prompt.encode_targets(tokenizer, [p.tgt for p in pairs], max_target_length)
+    return [{"input_ids": ids + tgt, "labels": [-100] * len(ids) + tgt,
+             "src_lang_ids": index[p.src_lang], "tgt_lang_ids": index[p.tgt_lang]}
+            for p, ids, tgt in zip(pairs, prompts, targets)]
+
+
+class CausalTranslationCollator:
+    """Pad :func:`encode_causal_pairs` rows into a batch (right padding).
+
+    Produces ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on the prompt and padding;
+    the model shifts them) ``(batch, len)`` and ``src_lang_ids`` / ``tgt_lang_ids`` ``(batch,)``.
+    """
+
+    def __init__(self, pad_token_id: int, language_ids: bool = True):
+        self.pad = int(pad_token_id)
+        self.language_ids = language_ids
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        n = len(rows)
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((n, width), self.pad, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        labels = torch.full((n, width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            k = len(r["input_ids"])
+            input_ids[i, :k] = torch.tensor(r["input_ids"])
+            attention[i, :k] = 1
+            labels[i, :k] = torch.tensor(r["labels"])
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        if self.language_ids:
+            batch["src_lang_ids"] = torch.tensor([r["src_lang_ids"] for r in rows], dtype=torch.long)
+            batch["tgt_lang_ids"] = torch.tensor([r["tgt_lang_ids"] for r in rows], dtype=torch.long)
+        return batch
+
+
 # --------------------------------------------------------------------------------------------
 # Trainer
 
@@ -273,14 +402,31 @@ def _lslo_of(model):
     return model
 
 
-class FullFinetuneTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
-    """The full-parameter fine-tuning baseline (a plain guarded ``Seq2SeqTrainer``)."""
+class SampledTrainerMixin:
+    """Mix into a ``Trainer`` to draw the training rows with a given sampler (``train_sampler=``).
+
+    With a :class:`TemperatureSampler` the Trainer's per-epoch ``set_epoch`` call redraws the
+    rows every epoch; without one the Trainer's own shuffling applies.
+    """
+
+    def __init__(self, *args, train_sampler: Sampler | None = None, **kwargs):
+        self._train_sampler = train_sampler
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self._train_sampler is not None and (train_dataset is None or train_dataset is self.train_dataset):
+            return self._train_sampler
+        return super()._get_train_sampler(train_dataset)
 
 
-class LSLoTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
-    """``Seq2SeqTrainer`` for an :class:`~xlt.lslo.LSLoModel`: saves the adapter, not the model."""
+class LSLoTrainerMixin(SampledTrainerMixin):
+    """What an :class:`~xlt.lslo.LSLoModel` needs from any ``Trainer``: checkpoints and the final
+    save hold the adapter (``lslo_config.json`` + ``lslo_model.safetensors``), not the model.
+    ``adapter_metadata`` (e.g. ``base_model_path``, ``translation_prompt``) goes into every
+    checkpoint's ``lslo_config.json``."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, adapter_metadata: dict[str, Any] | None = None, **kwargs):
+        self.adapter_metadata = dict(adapter_metadata or {})
         super().__init__(*args, **kwargs)
         if self.args.label_names is None:  # the wrapper's forward(**kwargs) hides "labels"
             self.label_names = ["labels"]
@@ -289,7 +435,7 @@ class LSLoTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
         output_dir = output_dir or self.args.output_dir
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         lslo = _lslo_of(self.accelerator.unwrap_model(self.model))
-        lslo.save_pretrained(output_dir)
+        lslo.save_pretrained(output_dir, **self.adapter_metadata)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
 
@@ -301,3 +447,28 @@ class LSLoTrainer(GuardedTrainerMixin, Seq2SeqTrainer):
         lslo = _lslo_of(self.accelerator.unwrap_model(model or self.model))
         lslo.load_lslo_state_dict(load_file(str(Path(resume_from_checkpoint) / WEIGHTS_NAME)),
                                   source=str(resume_from_checkpoint))
+
+
+class FullFinetuneTrainer(SampledTrainerMixin, GuardedTrainerMixin, Seq2SeqTrainer):
+    """The full-parameter fine-tuning baseline (a plain guarded ``Seq2SeqTrainer``)."""
+
+
+class CausalFullFinetuneTrainer(SampledTrainerMixin, GuardedTrainerMixin, Trainer):
+    """The full-parameter fine-tuning baseline for decoder-only models (a guarded ``Trainer``)."""
+
+
+class LSLoTrainer(LSLoTrainerMixin, GuardedTrainerMixin, Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` for an :class:`~xlt.lslo.LSLoModel`: saves the adapter, not the model."""
+
+
+class CausalLSLoTrainer(LSLoTrainerMixin, GuardedTrainerMixin, Trainer):
+    """``Trainer`` for an :class:`~xlt.lslo.LSLoModel` over a decoder-only model.
+
+    Label smoothing shifts the labels as for any causal LM (the Trainer recognises causal models
+    by class name, which the wrapper hides, so the smoother is given ``shift_labels=True`` here).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.label_smoother is not None and self.compute_loss_func is None:
+            self.compute_loss_func = functools.partial(self.label_smoother, shift_labels=True)
