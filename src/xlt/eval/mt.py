@@ -223,20 +223,14 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
     model.eval()
     for first in range(0, len(order), batch_size):
         rows = order[first:first + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
-            mask[r, :len(encoded[i])] = 1
+        ids, mask = _pad([encoded[i] for i in rows], pad, left=False)
         prefix = torch.tensor([[start, tgt_tokens[items[i][2]]] for i in rows], dtype=torch.long)
         kwargs: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device),
                                       decoder_input_ids=prefix.to(device), num_beams=num_beams,
                                       max_new_tokens=max_new_tokens, do_sample=False, length_penalty=1.0,
                                       early_stopping=num_beams > 1, forced_bos_token_id=None)
         if index is not None:
-            kwargs["src_lang_ids"] = torch.tensor([index[items[i][1]] for i in rows], dtype=torch.long)
-            kwargs["tgt_lang_ids"] = torch.tensor([index[items[i][2]] for i in rows], dtype=torch.long)
+            kwargs.update(_language_ids(items, rows, index))
         with torch.no_grad():
             generated = model.generate(**kwargs)
         texts = tokenizer.decode(generated[:, 2:].tolist(), skip_special_tokens=True)
@@ -247,6 +241,29 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
         if progress is not None:
             progress(len(rows))
     return outputs
+
+
+def _pad(sequences: Sequence[Sequence[int]], pad: int, *, left: bool):
+    """``(input_ids, attention_mask)`` of ``sequences`` padded to one width, on the left
+    (decoder-only prompts) or on the right (encoder inputs)."""
+    import torch
+
+    width = max(len(x) for x in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for r, x in enumerate(sequences):
+        lo = width - len(x) if left else 0
+        ids[r, lo:lo + len(x)] = torch.tensor(list(x), dtype=torch.long)
+        mask[r, lo:lo + len(x)] = 1
+    return ids, mask
+
+
+def _language_ids(items, rows, index) -> dict[str, Any]:
+    """LSLo routing of a batch: each row's source and target language index."""
+    import torch
+
+    return {"src_lang_ids": torch.tensor([index[items[i][1]] for i in rows], dtype=torch.long),
+            "tgt_lang_ids": torch.tensor([index[items[i][2]] for i in rows], dtype=torch.long)}
 
 
 def _lslo_index(items, lslo_languages) -> dict[str, int] | None:
@@ -278,19 +295,14 @@ def _translate_causal(model, tokenizer, items, prompt: TranslationPrompt, index,
     model.eval()
     for first in range(0, len(order), batch_size):
         rows = order[first:first + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]):] = 1
+        ids, mask = _pad([encoded[i] for i in rows], pad, left=True)
+        width = ids.shape[1]
         kwargs: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device),
                                       num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
                                       length_penalty=1.0, early_stopping=num_beams > 1,
                                       eos_token_id=eos, pad_token_id=pad)
         if index is not None:
-            kwargs["src_lang_ids"] = torch.tensor([index[items[i][1]] for i in rows], dtype=torch.long)
-            kwargs["tgt_lang_ids"] = torch.tensor([index[items[i][2]] for i in rows], dtype=torch.long)
+            kwargs.update(_language_ids(items, rows, index))
         with torch.no_grad():
             generated = model.generate(**kwargs)
         texts = tokenizer.batch_decode(generated[:, width:].tolist(), skip_special_tokens=True)
