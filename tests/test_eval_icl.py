@@ -377,6 +377,16 @@ def test_icl_cli_two_languages(tiny_llama_dir, pawsx_dir, tmp_path, xlt_cli):
     acc = sum(r["acc"] for r in rows[:8]) / 8  # first run, English
     assert report["runs"][0]["results"]["en"]["acc"] == pytest.approx(acc)
     assert "pawsx  2-shot  seed 1" in proc.stdout and "average" in proc.stdout
+    # the whole-sequence scorer gives the same per-choice scores as the default (shared prefixes)
+    plain = tmp_path / "plain.jsonl"
+    proc = xlt_cli("eval", "icl", "--model", tiny_llama_dir, "--task", "pawsx", "--no-prefix-sharing",
+                   "--test", f"{pawsx_dir}/{{lang}}/test_2k.tsv", "--dev", f"{pawsx_dir}/{{lang}}/dev_2k.tsv",
+                   "--languages", "en", "zh", "--shots", "2", "--seeds", "0", "--log-samples", plain)
+    assert proc.returncode == 0, proc.stderr
+    plain_rows = [json.loads(line) for line in plain.read_text().splitlines()]
+    assert len(plain_rows) == 16
+    for a, b in zip(plain_rows, rows[16:32]):
+        assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-5)
     # bad input: a TSV line with a missing column -> one line naming the file and line, no output
     bad = tmp_path / "bad" / "en"
     bad.mkdir(parents=True)
