@@ -218,6 +218,32 @@ def test_shared_prefix_runs_a_context_once(llama, scoring):
         [s for s, _ in shared] if scoring == "lm-eval" else [s / math.log(2) for s, _ in shared], abs=1e-5)
 
 
+def test_shared_prefix_falls_back_without_an_attention_cache(llama):
+    """A model that returns no key/value cache (or recurrent state) is scored whole, correctly."""
+    import copy
+
+    from xlt.eval.icl import prepare_choice_items, score_items
+    from xlt.eval.scoring import encode_requests
+
+    model, tok = llama
+    no_cache = copy.deepcopy(model)
+    seen = _count_tokens(no_cache)
+
+    def drop_cache(module, args, kwargs, output):
+        output.past_key_values = None
+        return output
+
+    no_cache.register_forward_hook(drop_cache, with_kwargs=True)
+    prepared = prepare_choice_items(_choice_items(5, seed=8), _choice_items(2, seed=3))
+    one = score_items(model, tok, prepared, scoring="afp", batch_size=1)
+    many = score_items(no_cache, tok, prepared, scoring="afp", batch_size=4)
+    for a, b in zip(one, many):
+        assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
+    encoded = encode_requests(tok, [r for item in prepared for r in item.requests], "afp")
+    # the prefix passes ran, found no cache, and every sequence then went through whole
+    assert seen["tokens"] > sum(len(e.input_ids) for e in encoded)
+
+
 def test_shared_prefix_respects_a_sliding_window(bpe_tokenizer):
     """A model whose attention window is shorter than the sequences: prefix sharing must not
     change what each token sees (requests too long for the window are scored whole)."""

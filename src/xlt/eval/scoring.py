@@ -24,11 +24,14 @@ length so a batch wastes little padding.
 
 Shared prefixes. The choices of one item share their context (demonstrations included), so
 the batched scorer runs each shared prefix once and its choices' continuations against the
-prefix's key/value cache: the prefixes left-padded with an attention mask and explicit
-positions (the layout of batched generation), then the continuations right-padded after them.
-Fewer tokens go through the model (a 5-shot prompt shared by three choices is computed once
-instead of three times) and the scores are the one-at-a-time scores to float rounding.
-``batch_size=1`` (one sequence per forward) and ``share_prefix=False`` keep the plain path.
+prefix's key/value cache: the prefixes right-padded without a mask (as above), then the
+continuations with an attention mask that hides each prefix's padding and position ids that
+continue it. Fewer tokens go through the model (a 5-shot prompt shared by three choices is
+computed once instead of three times) and the scores are the one-at-a-time scores to float
+rounding. Sequences longer than half a sliding attention window are scored whole, and so is a
+chunk whose model returns no attention-only cache (recurrent or linear-attention state would
+have taken in the padding). ``batch_size=1`` (one sequence per forward) and
+``share_prefix=False`` keep the plain path.
 """
 
 from __future__ import annotations
@@ -354,6 +357,13 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size) -> 
         last_at = {c: c for c in last_cols}
     out = model(input_ids=prefix_ids, **kwargs)
     prefix_logits, cache = out.logits, out.past_key_values
+    if not _attention_only(cache):
+        # no cache, or recurrent / linear-attention state that the prefix padding has entered:
+        # this chunk is scored whole
+        for lo in range(0, sum(len(group) for _, group in chunk), batch_size):
+            members = [i for _, group in chunk for i in group][lo:lo + batch_size]
+            _score_plain(model, requests, members, results, pad_token_id, None)
+        return
     every_group = torch.arange(len(chunk), device=device)
     last = torch.log_softmax(prefix_logits[every_group, [last_at[n - 1] for n in lengths]].float(), -1)
     last_greedy = last.argmax(-1)  # (groups,): predicts each member's token [length]
@@ -416,19 +426,23 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size) -> 
             results[i] = (float(totals[r]), bool(greedy[r]))
 
 
+def _attention_only(cache) -> bool:
+    """Whether ``cache`` holds only attention keys and values (per position, so the padding
+    after a shorter prefix can be masked out)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+    if not isinstance(cache, DynamicCache):
+        return False
+    return all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers)
+
+
 def _select_cache(cache, rows):
     """A cache holding ``cache``'s entries for ``rows`` (repeats allowed); ``cache`` is left as is."""
     import copy
 
-    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-    layers = getattr(cache, "layers", None)
-    if layers and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers):
-        # these layers' reorder and update replace their tensors: a shallow copy is enough
-        selected = copy.copy(cache)
-        selected.layers = [copy.copy(layer) for layer in cache.layers]
-    else:
-        selected = copy.deepcopy(cache)
+    # attention layers' reorder and update replace their tensors: a shallow copy is enough
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
     selected.reorder_cache(rows)
     return selected
 
