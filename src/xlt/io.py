@@ -163,14 +163,15 @@ def write_json(path: str | Path, obj: Any, overwrite: bool = True) -> Path:
     return Path(path)
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a missing or malformed file is a one-line :class:`XltError`."""
+def read_json(path: str | Path, error: type[XltError] = XltError) -> Any:
+    """Read a JSON file; a missing or malformed file is a one-line ``error`` (an
+    :class:`XltError` subclass, e.g. ``ModelError`` for a model's or adapter's config)."""
     path = Path(path)
     if not path.is_file():
-        raise XltError(f"{path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
+        raise error(f"{path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise XltError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise XltError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        raise error(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None

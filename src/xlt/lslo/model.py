@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from xlt.errors import ConfigError, ModelError
+from xlt.io import read_json
 from xlt.lslo.config import (CAUSAL_TARGET_MODULES, M2M100_TARGET_MODULES, LSLoConfig,
                              default_directions)
 from xlt.lslo.layer import LSLoLinear, LSLoRoute
@@ -350,10 +351,7 @@ def read_lslo_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise ModelError(f"{directory}: not an LSLo adapter directory (no {CONFIG_NAME})")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable adapter config ({exc})") from None
+    meta = read_json(path, error=ModelError)
     if not isinstance(meta, dict) or meta.get("format") != "xlt-lslo" or "config" not in meta:
         raise ModelError(f"{path}: not an xlt LSLo adapter config")
     return meta

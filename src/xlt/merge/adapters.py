@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from xlt.errors import ConfigError, ModelError
-from xlt.io import atomic_dir
+from xlt.io import atomic_dir, read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -92,10 +92,7 @@ def read_adapter(path: str | os.PathLike, *, allow_pickle: bool = False,
     config_path = path / CONFIG_NAME
     if not config_path.is_file():
         raise ModelError(f"{path}: not a PEFT adapter directory (no {CONFIG_NAME})")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{config_path}: invalid JSON ({exc})") from None
+    config = read_json(config_path, error=ModelError)
     if not isinstance(config, dict) or "peft_type" not in config:
         raise ModelError(f"{config_path}: not a PEFT adapter config (no 'peft_type')")
     weights = path / WEIGHTS_NAME
