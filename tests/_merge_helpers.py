@@ -140,12 +140,3 @@ def logits_stats(model) -> dict:
     last = logits[0, -1]
     return {"sum": float(logits.sum()), "l2": float(torch.linalg.norm(logits)),
             "first4": [float(x) for x in last[:4]], "argmax": int(last.argmax())}
-
-
-def one_thread():
-    """Generator for a module-scoped fixture: tiny models run faster on one thread (intra-op
-    threads only add synchronisation, badly so on a busy machine); the setting is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -36,6 +36,19 @@ def _quiet_transformers():
         pass
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one torch thread (intra-op threads only add synchronisation,
+    badly so on a busy machine); a module opts in with ``pytest.mark.usefixtures("one_thread")``
+    and the setting is restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def bpe_tokenizer():
     from xlt.testing import train_bpe_tokenizer

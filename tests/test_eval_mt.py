@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 HYPS = ["the cat sat on the mat", "a dog runs in the park today", "green trees grow"]

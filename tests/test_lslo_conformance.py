@@ -15,12 +15,7 @@ ABS = 1e-4  # tolerance on the 6-decimal sums
 LOGIT = 1e-5  # tolerance on single logits
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _route(ids_src=SRC_IDS, ids_tgt=TGT_IDS):

@@ -10,12 +10,7 @@ import torch
 from _lslo_helpers import LANGS, SRC_IDS, TGT_IDS, paper_config, seed_lslo, seq2seq_inputs, tiny_llama, tiny_m2m100
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ subprocess (main paths and the important error paths), the remaining error paths
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 
 import _merge_helpers as H
 
-_one_thread = pytest.fixture(scope="module", autouse=True)(H.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _make_lora(base_dir, out, seed, *, r=4, targets=("q_proj", "v_proj"), alpha=8):
@@ -316,8 +315,6 @@ def test_bad_adapters_one_line_error_nothing_written(capsys, adapters, tmp_path,
 
 def test_delta_accepts_different_ranks(adapters, tmp_path):
     """Exact update arithmetic does not need equal ranks (the factor-wise rule does)."""
-    from safetensors.torch import load_file
-
     from xlt.merge import adamergex
 
     def rank8(sd):

@@ -16,7 +16,7 @@ import torch
 
 import _merge_helpers as H
 
-_one_thread = pytest.fixture(scope="module", autouse=True)(H.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DW_TOL = 1e-6
 LOGIT_TOL = 1e-4
