@@ -189,7 +189,8 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
 
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     groups, singles = [], list(range(len(requests)))
-    if share_prefix and batch_size > 1 and _has_kv_cache(model):
+    accepted = _forward_kwargs(model)
+    if share_prefix and batch_size > 1 and _has_kv_cache(model, accepted):
         groups, singles = _prefix_groups(requests, batch_size, max_length, _sliding_window(model))
     chunks = [("plain", batch) for batch in _plain_batches(requests, singles, batch_size)]
     chunks += [("shared", chunk) for chunk in _group_chunks(groups, batch_size)]
@@ -203,23 +204,20 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
             if kind == "plain":
                 _score_plain(model, requests, chunk, results, pad_token_id, max_length)
             else:
-                _score_shared(model, requests, chunk, results, pad_token_id, batch_size)
+                _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted)
     return results  # type: ignore[return-value]
 
 
-def _has_kv_cache(model) -> bool:
-    """Whether ``model`` can continue from a key/value cache with explicit positions."""
-    import inspect
-
+def _has_kv_cache(model, accepted: set[str]) -> bool:
+    """Whether ``model`` (whose forward takes the arguments ``accepted``) can continue from a
+    key/value cache with an attention mask."""
     from xlt.models import unwrap_model
 
-    base = unwrap_model(model)
     try:
-        can_generate = bool(base.can_generate())
-        params = inspect.signature(base.forward).parameters
-    except (AttributeError, TypeError, ValueError):
+        can_generate = bool(unwrap_model(model).can_generate())
+    except (AttributeError, TypeError):
         return False
-    return can_generate and "past_key_values" in params and "attention_mask" in params
+    return can_generate and "past_key_values" in accepted and "attention_mask" in accepted
 
 
 def _sliding_window(model) -> int | None:
@@ -233,11 +231,15 @@ def _sliding_window(model) -> int | None:
 
 
 def _forward_kwargs(model) -> set[str]:
+    """The argument names of the underlying model's ``forward`` (empty if unknown)."""
     import inspect
 
     from xlt.models import unwrap_model
 
-    return set(inspect.signature(unwrap_model(model).forward).parameters)
+    try:
+        return set(inspect.signature(unwrap_model(model).forward).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def _prefix_groups(requests: Sequence[EncodedRequest], batch_size: int, max_length: int | None,
@@ -329,7 +331,7 @@ def _score_plain(model, requests, batch, results, pad_token_id, max_length) -> N
         results[i] = (totals[r], bool(all_greedy[r]))
 
 
-def _score_shared(model, requests, chunk, results, pad_token_id, batch_size) -> None:
+def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted) -> None:
     """One chunk of prefix groups: the prefixes in one right-padded pass (no mask: the fast
     causal path), keeping its key/value cache; then the members' continuations, ``batch_size``
     at a time, against their prefixes' cache, with a mask that hides the prefixes' padding and
@@ -337,7 +339,6 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size) -> 
     import torch
 
     device = next(model.parameters()).device
-    accepted = _forward_kwargs(model)
     lengths = [length for length, _ in chunk]
     width = max(lengths)
     prefix_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
@@ -360,9 +361,9 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size) -> 
     if not _attention_only(cache):
         # no cache, or recurrent / linear-attention state that the prefix padding has entered:
         # this chunk is scored whole
-        for lo in range(0, sum(len(group) for _, group in chunk), batch_size):
-            members = [i for _, group in chunk for i in group][lo:lo + batch_size]
-            _score_plain(model, requests, members, results, pad_token_id, None)
+        everyone = [i for _, group in chunk for i in group]
+        for lo in range(0, len(everyone), batch_size):
+            _score_plain(model, requests, everyone[lo:lo + batch_size], results, pad_token_id, None)
         return
     every_group = torch.arange(len(chunk), device=device)
     last = torch.log_softmax(prefix_logits[every_group, [last_at[n - 1] for n in lengths]].float(), -1)
