@@ -1,10 +1,15 @@
-"""Workspace of valid and broken inputs shared by the reliability tests."""
+"""Workspace of valid and broken inputs shared by the reliability tests, and the process
+handling of the kill tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 TASK = [{"lang": lang, "prompt": f"{lang} question {i} ?", "completion": f" answer{i % 2}"}
@@ -118,3 +123,34 @@ def listing(path: str | Path) -> list[str]:
     if not path.exists():
         return []
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def wait_for_file(proc: subprocess.Popen, path: Path, what: str, timeout: float = 300) -> None:
+    """Wait until ``path`` exists while ``proc`` runs; fail, with the end of its stderr, if it
+    ends first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            if isinstance(err, bytes):
+                err = err.decode(errors="replace")
+            raise AssertionError(f"the process ended before {what}: {err[-2000:]}")
+        assert time.monotonic() < deadline, f"never reached {what}"
+        time.sleep(0.05)
+
+
+def sigkill(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and check that the signal is what ended it."""
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen):
+    """``proc`` never outlives the block, whatever happens in it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from _reliability_helpers import build_workspace, listing
+from _reliability_helpers import build_workspace, listing, reaped, sigkill, wait_for_file
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -41,19 +39,9 @@ def _kill_mid_write(mode: str, argv: list[str], tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{HERE}")
     proc = subprocess.Popen([sys.executable, str(HERE / "_reliability_slow_writer.py"), mode, str(marker),
                              *map(str, argv)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"the writer ended before the kill: {proc.stderr.read().decode()}")
-            assert time.monotonic() < deadline, "the writer never reached its write"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with reaped(proc):
+        wait_for_file(proc, marker, "its write")
+        sigkill(proc)
 
 
 @pytest.mark.slow

@@ -15,12 +15,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from _reliability_helpers import TASK, _jsonl
+from _reliability_helpers import TASK, _jsonl, reaped, sigkill, wait_for_file
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -50,13 +49,7 @@ def _start_slow(argv: list[str], tmp_path: Path) -> subprocess.Popen:
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, step: int) -> None:
-    state = out / f"checkpoint-{step}" / "trainer_state.json"
-    deadline = time.monotonic() + 300
-    while not state.is_file():
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before checkpoint-{step}: {proc.stderr.read()[-2000:]}")
-        assert time.monotonic() < deadline, f"no checkpoint-{step}"
-        time.sleep(0.05)
+    wait_for_file(proc, out / f"checkpoint-{step}" / "trainer_state.json", f"checkpoint-{step}")
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -79,14 +72,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_llama_dir, task_f
 
     out = tmp_path / "killed"
     proc = _start_slow(_sft(tiny_llama_dir, task_file, out), tmp_path)
-    try:
+    with reaped(proc):
         _wait_for_checkpoint(proc, out, SAVE)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sigkill(proc)
     assert not (out / "adapter_model.safetensors").exists()  # no final output from a killed run
     assert not (out / "train_config.json").exists()
 
@@ -114,20 +102,11 @@ def test_sigterm_checkpoints_and_exits_143(tiny_llama_dir, task_file, tmp_path):
 
     out = tmp_path / "terminated"
     proc = _start_slow(_sft(tiny_llama_dir, task_file, out, "--save_steps", "100"), tmp_path)
-    try:
+    with reaped(proc):
         # a training step is under way (the handler is installed when training begins)
-        deadline = time.monotonic() + 300
-        while not (tmp_path / "train.started").exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"training ended early: {proc.stderr.read()[-2000:]}")
-            assert time.monotonic() < deadline, "training never started"
-            time.sleep(0.05)
+        wait_for_file(proc, tmp_path / "train.started", "the start of training")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     saved = last_checkpoint(out)
     assert saved is not None and 1 <= int(saved.name.split("-")[1]) < STEPS
