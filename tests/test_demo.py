@@ -94,6 +94,29 @@ def test_rerun_skips_finished_steps(quick_demo):
     assert "done in" not in result.stderr
 
 
+@pytest.mark.slow
+def test_parallel_steps_give_the_sequential_results(quick_demo, tmp_path):
+    """--jobs 2 runs steps in worker processes; every seed-0 step must match the sequential run."""
+    out, _ = quick_demo
+    parallel = tmp_path / "parallel"
+    result = _xlt("demo", "--quick", "--seeds", "1", "--jobs", "2", "--out", parallel, "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(p.name for p in (parallel / "steps").glob("*.json"))
+    assert "base.json" in names and "transfer-mid-align-s0.json" in names and "lslo-s0.json" in names
+
+    def without_timings(obj):
+        if isinstance(obj, dict):
+            return {k: without_timings(v) for k, v in obj.items() if "second" not in k}
+        if isinstance(obj, list):
+            return [without_timings(v) for v in obj]
+        return obj
+
+    for name in names:
+        a = json.loads((parallel / "steps" / name).read_text(encoding="utf-8"))
+        b = json.loads((out / "steps" / name).read_text(encoding="utf-8"))
+        assert without_timings(a) == without_timings(b), name
+
+
 def test_other_settings_in_same_dir_are_refused(quick_demo):
     out, _ = quick_demo
     result = _xlt("demo", "--quick", "--seeds", "1", "--out", out, timeout=120)

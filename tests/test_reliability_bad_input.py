@@ -152,6 +152,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     # --- demo
     ("demo-zero-seeds", "demo --quick --out {out} --seeds 0", ["--seeds", "0"]),
     ("demo-negative-threads", "demo --quick --out {out} --threads -2", ["--threads", "-2"]),
+    ("demo-zero-jobs", "demo --out {out} --jobs 0", ["--jobs", "0"]),
     ("demo-unknown-device", "demo --quick --out {out} --device tpu", ["--device", "tpu"]),
     # --- the dispatcher itself
     ("unknown-command", "merge tie --out {out}", ["tie"]),

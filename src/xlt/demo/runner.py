@@ -3,14 +3,19 @@
 The run is a list of steps; each finished step writes ``DIR/steps/<name>.json`` atomically
 and is skipped when the demo runs again with the same settings. A step that fails is
 recorded (``DIR/steps/<name>.error.json``), the rest of the demo goes on, and the report says
-what is missing.
+what is missing. With ``--jobs N`` (default on a CPU: 2 where there are 2 cores, but 1 with
+``--quick``) up to N steps whose inputs are ready run at once, each in its own process
+(``xlt demo --step NAME``) on ``--threads`` threads; every step is seeded and single-process,
+so its result does not depend on what runs beside it.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -45,12 +50,19 @@ def demo_command(argv: list[str], prog: str) -> int:
                         help="torch CPU threads (1 is fastest for these tiny models on a busy machine)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over: remove DIR first (otherwise finished steps are kept)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="steps run at once, each in its own process (default: up to 2, one per "
+                             "CPU core; 1 on a GPU and with --quick, whose steps are shorter than a "
+                             "worker's start-up)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--step", default=None, help=argparse.SUPPRESS)  # a worker's one step
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     from xlt.demo.settings import default_settings
 
     settings = default_settings(args.quick)
@@ -67,11 +79,85 @@ def demo_command(argv: list[str], prog: str) -> int:
         if previous != json.loads(json.dumps(settings)):
             raise ConfigError(f"{out}: holds a demo run with other settings (see {stamp}); "
                               "pass --overwrite to start over or choose another --out")
+    if args.step is not None:  # one step, in a worker process of a parallel run
+        return run_demo(out, settings, device=args.device, threads=args.threads, progress=False, only=args.step)
     out.mkdir(parents=True, exist_ok=True)
     from xlt.io import write_json
 
     write_json(stamp, settings)
-    return run_demo(out, settings, device=args.device, threads=args.threads, progress=not args.no_progress)
+    jobs = args.jobs
+    if jobs is None:
+        jobs = 1 if args.quick or _device(args.device) == "cuda" else max(1, min(2, os.cpu_count() or 1))
+    worker = [sys.executable, "-m", "xlt", "demo", "--out", str(out), "--seeds", str(args.seeds),
+              "--device", args.device, "--threads", str(args.threads), "--no-progress"]
+    if args.quick:
+        worker.append("--quick")
+    return run_demo(out, settings, device=args.device, threads=args.threads, progress=not args.no_progress,
+                    jobs=jobs, worker=worker)
+
+
+def _schedule(steps_dir: Path, pending: list, running: dict, failed: dict, jobs: int, worker, bar,
+              tr, write_json, tqdm) -> None:
+    """Run the ``pending`` steps in order as their inputs become ready: here one by one, or with
+    ``jobs > 1`` as up to ``jobs`` worker processes (``running``); errors go into ``failed``."""
+    while pending or running:
+        for step in list(pending):  # a step whose inputs failed cannot run
+            missing = [n for n in step.needs if n in failed]
+            if missing:
+                failed[step.name] = f"skipped: needs {', '.join(missing)}"
+                pending.remove(step)
+                bar.update(1)
+        ready = [s for s in pending if all((steps_dir / f"{n}.json").is_file() for n in s.needs)]
+        if not ready and not running:  # nothing can run: needs neither done nor failed
+            for step in pending:
+                failed[step.name] = "skipped: needs " + ", ".join(
+                    n for n in step.needs if not (steps_dir / f"{n}.json").is_file())
+            break
+        if jobs <= 1 or worker is None:
+            step = ready[0]
+            pending.remove(step)
+            bar.set_postfix_str(step.title)
+            error = _run_step(step, steps_dir, tr, write_json, tqdm)
+            if error is not None:
+                failed[step.name] = error
+            bar.update(1)
+            continue
+        while ready and len(running) < jobs:
+            step = ready.pop(0)
+            pending.remove(step)
+            running[step.name] = subprocess.Popen(worker + ["--step", step.name])
+        bar.set_postfix_str(", ".join(running))
+        time.sleep(0.2)
+        for name, proc in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[name]
+            bar.update(1)
+            if code != 0 or not (steps_dir / f"{name}.json").is_file():
+                error_file = steps_dir / f"{name}.error.json"
+                failed[name] = (json.loads(error_file.read_text(encoding="utf-8"))["error"]
+                                if error_file.is_file() else f"worker exited with code {code}")
+
+
+def _run_step(step: Step, steps_dir: Path, tr, write_json, tqdm) -> str | None:
+    """Run one step and write its result (or its error) under ``steps_dir``; the error or None."""
+    t0 = time.time()
+    try:
+        result = step.run()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one experiment failing must not lose the others
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        write_json(steps_dir / f"{step.name}.error.json", {"error": error, "traceback": traceback.format_exc()})
+        tqdm.write(f"xlt demo: step {step.name} failed: {error}", file=sys.stderr)
+        return error
+    result = tr.jsonable(result)
+    result["seconds"] = round(time.time() - t0, 1)
+    write_json(steps_dir / f"{step.name}.json", result)
+    (steps_dir / f"{step.name}.error.json").unlink(missing_ok=True)
+    tqdm.write(f"xlt demo: {step.name} done in {result['seconds']:.0f} s", file=sys.stderr)
+    return None
 
 
 def _device(name: str) -> str:
@@ -84,7 +170,10 @@ def _device(name: str) -> str:
     return name
 
 
-def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 1, progress: bool = True) -> int:
+def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 1, progress: bool = True,
+             jobs: int = 1, worker: list[str] | None = None, only: str | None = None) -> int:
+    """Run the demo's steps (``jobs`` at a time, each as ``worker + ["--step", name]``, when
+    ``jobs > 1``) and write the report; ``only``: run that one step here, no report."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MPLBACKEND", "Agg")
     import torch
@@ -176,34 +265,24 @@ def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 
                                   share=share, seed=seed, device=device, progress=False),
                               needs=("world",)))
 
+    if only is not None:
+        by_name = {step.name: step for step in steps}
+        if only not in by_name:
+            raise ConfigError(f"--step {only!r}: no such step (steps: {', '.join(by_name)})")
+        return 0 if _run_step(by_name[only], steps_dir, tr, write_json, tqdm) is None else 1
+
     start = time.time()
     failed: dict[str, str] = {}
     bar = tqdm(steps, desc="xlt demo", unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for step in bar:
-        done = steps_dir / f"{step.name}.json"
-        bar.set_postfix_str(step.title)
-        if done.is_file():
-            continue
-        missing = [n for n in step.needs if not (steps_dir / f"{n}.json").is_file()]
-        if missing:
-            failed[step.name] = f"skipped: needs {', '.join(missing)}"
-            continue
-        t0 = time.time()
-        try:
-            result = step.run()
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one experiment failing must not lose the others
-            failed[step.name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            write_json(steps_dir / f"{step.name}.error.json",
-                       {"error": failed[step.name], "traceback": traceback.format_exc()})
-            tqdm.write(f"xlt demo: step {step.name} failed: {failed[step.name]}", file=sys.stderr)
-            continue
-        result = tr.jsonable(result)
-        result["seconds"] = round(time.time() - t0, 1)
-        write_json(done, result)
-        (steps_dir / f"{step.name}.error.json").unlink(missing_ok=True)
-        tqdm.write(f"xlt demo: {step.name} done in {result['seconds']:.0f} s", file=sys.stderr)
+    pending = [step for step in steps if not (steps_dir / f"{step.name}.json").is_file()]
+    bar.update(len(steps) - len(pending))
+    running: dict[str, subprocess.Popen] = {}
+    try:
+        _schedule(steps_dir, pending, running, failed, jobs, worker, bar, tr, write_json, tqdm)
+    finally:  # an interrupted demo leaves no worker behind
+        for proc in running.values():
+            proc.kill()
+            proc.wait()
     bar.close()
     wall = time.time() - start
     results = {name: json.loads((steps_dir / f"{name}.json").read_text(encoding="utf-8"))
