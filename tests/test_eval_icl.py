@@ -160,8 +160,12 @@ def test_acc_norm_divides_by_characters(monkeypatch, llama):
 
 
 @pytest.mark.parametrize("arch,scoring", [("llama", "afp"), ("xglm", "lm-eval"), ("gpt2", "lm-eval"),
-                                          ("bloom", "afp"), ("gemma", "lm-eval"), ("qwen2", "afp")])
+                                          ("bloom", "afp"), ("gemma", "lm-eval"), ("qwen2", "afp"),
+                                          ("mistral", "lm-eval")])
 def test_batched_equals_one_at_a_time(tiny_model_dir, arch, scoring):
+    """Every decoder fixture takes the shared-prefix path (never refused) and gives the
+    one-at-a-time scores."""
+    from xlt import fastpath
     from xlt.eval.icl import prepare_choice_items, score_items
     from xlt.models import load_model, load_tokenizer
 
@@ -173,10 +177,36 @@ def test_batched_equals_one_at_a_time(tiny_model_dir, arch, scoring):
     one = score_items(model, tok, prepared, scoring=scoring, batch_size=1)
     # 7: whole items per forward; 2: a context's choices split over groups and tail batches
     for batch_size in (7, 2):
+        fastpath.reset()
         many = score_items(model, tok, prepared, scoring=scoring, batch_size=batch_size)
+        counts = fastpath.counts()
+        assert counts["taken"].get(fastpath.SHARED_PREFIX, 0) > 0, counts
+        assert fastpath.SHARED_PREFIX not in counts["refused"], counts
         for a, b in zip(one, many):
             assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
             assert a.pred == b.pred and a.greedy == b.greedy
+
+
+def test_cache_is_passed_under_the_installed_name():
+    """The shared-prefix path must find the cache argument of the installed transformers:
+    ``cache`` from 5.25, ``past_key_values`` before; a model output's cache likewise."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    from xlt.eval.scoring import cache_argument, output_cache
+
+    accepted = set(inspect.signature(LlamaForCausalLM.forward).parameters)
+    name = cache_argument(accepted)
+    assert name in accepted and name in ("cache", "past_key_values")
+    assert cache_argument({"input_ids", "attention_mask"}) is None
+    assert cache_argument({"past_key_values"}) == "past_key_values"
+    marker = object()
+    fields = CausalLMOutputWithPast.__dataclass_fields__
+    field = "cache" if "cache" in fields else "past_key_values"
+    assert output_cache(CausalLMOutputWithPast(**{field: marker})) is marker
+    assert output_cache(object()) is None
 
 
 def _count_tokens(model):
@@ -217,9 +247,13 @@ def test_shared_prefix_runs_a_context_once(llama, scoring):
         [s for s, _ in shared] if scoring == "lm-eval" else [s / math.log(2) for s, _ in shared], abs=1e-5)
 
 
-def test_shared_prefix_falls_back_without_an_attention_cache(llama):
-    """A model that returns no key/value cache (or recurrent state) is scored whole, correctly."""
+def test_shared_prefix_falls_back_without_an_attention_cache(llama, caplog):
+    """A model that returns no key/value cache (or recurrent state) is scored whole, correctly,
+    and the refusal is announced."""
     import copy
+    import logging
+
+    from xlt import fastpath
 
     from xlt.eval.icl import prepare_choice_items, score_items
     from xlt.eval.scoring import encode_requests
@@ -229,13 +263,22 @@ def test_shared_prefix_falls_back_without_an_attention_cache(llama):
     seen = _count_tokens(no_cache)
 
     def drop_cache(module, args, kwargs, output):
-        output.past_key_values = None
+        for name in ("cache", "past_key_values"):
+            if name in output.__dataclass_fields__:
+                setattr(output, name, None)
         return output
 
     no_cache.register_forward_hook(drop_cache, with_kwargs=True)
     prepared = prepare_choice_items(_choice_items(5, seed=8), _choice_items(2, seed=3))
     one = score_items(model, tok, prepared, scoring="afp", batch_size=1)
-    many = score_items(no_cache, tok, prepared, scoring="afp", batch_size=4)
+    fastpath.reset()
+    with caplog.at_level(logging.WARNING, logger="xlt"):
+        many = score_items(no_cache, tok, prepared, scoring="afp", batch_size=4)
+    # the refusal is said once, with its reason, however many chunks fell back
+    said = [r.getMessage() for r in caplog.records if "shared-prefix scoring is off" in r.getMessage()]
+    assert len(said) == 1 and "no key/value cache" in said[0]
+    assert fastpath.counts()["refused"][fastpath.SHARED_PREFIX] >= 2
+    assert fastpath.SHARED_PREFIX not in fastpath.counts()["taken"]
     for a, b in zip(one, many):
         assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
     encoded = encode_requests(tok, [r for item in prepared for r in item.requests], "afp")
@@ -243,16 +286,23 @@ def test_shared_prefix_falls_back_without_an_attention_cache(llama):
     assert seen["tokens"] > sum(len(e.input_ids) for e in encoded)
 
 
-def test_shared_prefix_respects_a_sliding_window(bpe_tokenizer):
+def test_shared_prefix_respects_a_sliding_window(bpe_tokenizer, caplog):
     """A model whose attention window is shorter than the sequences: prefix sharing must not
-    change what each token sees (requests too long for the window are scored whole)."""
+    change what each token sees (requests too long for the window are scored whole, and the
+    refusal is announced)."""
+    import logging
+
+    from xlt import fastpath
     from xlt.eval.icl import prepare_choice_items, score_items
     from xlt.testing import tiny_model
 
     model = tiny_model("mistral", bpe_tokenizer, sliding_window=16)
     prepared = prepare_choice_items(_choice_items(5, seed=4), _choice_items(2, seed=6))
     one = score_items(model, bpe_tokenizer, prepared, scoring="afp", batch_size=1)
-    many = score_items(model, bpe_tokenizer, prepared, scoring="afp", batch_size=4)
+    fastpath.reset()
+    with caplog.at_level(logging.WARNING, logger="xlt"):
+        many = score_items(model, bpe_tokenizer, prepared, scoring="afp", batch_size=4)
+    assert any("16-token sliding window" in r.getMessage() for r in caplog.records)
     for a, b in zip(one, many):
         assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
 

@@ -31,7 +31,9 @@ computed once instead of three times) and the scores are the one-at-a-time score
 rounding. Sequences longer than half a sliding attention window are scored whole, and so is a
 chunk whose model returns no attention-only cache (recurrent or linear-attention state would
 have taken in the padding). ``batch_size=1`` (one sequence per forward) and
-``share_prefix=False`` keep the plain path.
+``share_prefix=False`` keep the plain path; any other refusal is announced once
+(:mod:`xlt.fastpath`). The cache is passed under the name the installed transformers uses:
+``cache`` from 5.25 on, ``past_key_values`` before (read from the forward's signature).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
+
+from xlt import fastpath
 
 SCORING_RULES = ("afp", "lm-eval")
 _ROWS_PER_CHUNK = 8
@@ -190,8 +194,20 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     groups, singles = [], list(range(len(requests)))
     accepted = _forward_kwargs(model)
-    if share_prefix and batch_size > 1 and _has_kv_cache(model, accepted):
-        groups, singles = _prefix_groups(requests, batch_size, max_length, _sliding_window(model))
+    if share_prefix and batch_size > 1:
+        refusal = _kv_cache_refusal(model, accepted)
+        if refusal:
+            fastpath.refuse(fastpath.SHARED_PREFIX, refusal)
+        else:
+            window = _sliding_window(model)
+            groups, singles = _prefix_groups(requests, batch_size, max_length, window)
+            lengths = [len(r.input_ids) for r in requests if r.shared >= 2]
+            if window and any(n > window // 2 for n in lengths):
+                fastpath.refuse(fastpath.SHARED_PREFIX, f"requests longer than half the model's "
+                                f"{window}-token sliding window are scored whole")
+            if max_length is not None and any(n > max_length for n in lengths):
+                fastpath.refuse(fastpath.SHARED_PREFIX, f"requests longer than the model's "
+                                f"{max_length}-token context are truncated and scored whole")
     chunks = [("plain", batch) for batch in _plain_batches(requests, singles, batch_size)]
     chunks += [("shared", chunk) for chunk in _group_chunks(groups, batch_size)]
     iterator = chunks
@@ -208,16 +224,42 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
     return results  # type: ignore[return-value]
 
 
-def _has_kv_cache(model, accepted: set[str]) -> bool:
-    """Whether ``model`` (whose forward takes the arguments ``accepted``) can continue from a
-    key/value cache with an attention mask."""
+def cache_argument(accepted: set[str]) -> str | None:
+    """The name under which a forward taking the arguments ``accepted`` receives a key/value
+    cache: ``cache`` (transformers >= 5.25), ``past_key_values`` (earlier releases), or None."""
+    for name in ("cache", "past_key_values"):
+        if name in accepted:
+            return name
+    return None
+
+
+def output_cache(output):
+    """The key/value cache a model output carries (the field ``cache`` in transformers >= 5.25,
+    ``past_key_values`` before), without touching the deprecated alias; None if it has none."""
+    fields = getattr(output, "__dataclass_fields__", None) or {}
+    for name in ("cache", "past_key_values"):
+        if name in fields:
+            return getattr(output, name)
+    return None
+
+
+def _kv_cache_refusal(model, accepted: set[str]) -> str | None:
+    """Why ``model`` (whose forward takes the arguments ``accepted``) cannot continue from a
+    key/value cache with an attention mask; None when it can."""
     from xlt.models import unwrap_model
 
+    name = type(unwrap_model(model)).__name__
     try:
         can_generate = bool(unwrap_model(model).can_generate())
     except (AttributeError, TypeError):
-        return False
-    return can_generate and "past_key_values" in accepted and "attention_mask" in accepted
+        can_generate = False
+    if not can_generate:
+        return f"{name} is not a generative model (no key/value cache to continue from)"
+    if cache_argument(accepted) is None:
+        return f"{name}.forward takes no key/value cache argument ('cache' or 'past_key_values')"
+    if "attention_mask" not in accepted:
+        return f"{name}.forward takes no attention_mask"
+    return None
 
 
 def _sliding_window(model) -> int | None:
@@ -357,14 +399,18 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, acc
     else:
         last_at = {c: c for c in last_cols}
     out = model(input_ids=prefix_ids, **kwargs)
-    prefix_logits, cache = out.logits, out.past_key_values
+    prefix_logits, cache = out.logits, output_cache(out)
     if not _attention_only(cache):
         # no cache, or recurrent / linear-attention state that the prefix padding has entered:
         # this chunk is scored whole
+        what = ("no key/value cache" if cache is None
+                else f"a {type(cache).__name__} that holds more than attention keys and values")
+        fastpath.refuse(fastpath.SHARED_PREFIX, f"{type(model).__name__} returned {what}")
         everyone = [i for _, group in chunk for i in group]
         for lo in range(0, len(everyone), batch_size):
             _score_plain(model, requests, everyone[lo:lo + batch_size], results, pad_token_id, None)
         return
+    fastpath.taken(fastpath.SHARED_PREFIX)
     every_group = torch.arange(len(chunk), device=device)
     last = torch.log_softmax(prefix_logits[every_group, [last_at[n - 1] for n in lengths]].float(), -1)
     last_greedy = last.argmax(-1)  # (groups,): predicts each member's token [length]
@@ -396,7 +442,7 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, acc
             inner_lo.append(min(start, lengths[g]) - 1)
         sub = _select_cache(cache, rows.to(device))
         kwargs = {"attention_mask": torch.cat([prefix_mask[rows], tail_mask], -1).to(device),
-                  "past_key_values": sub, "use_cache": True}
+                  cache_argument(accepted): sub, "use_cache": True}
         if "position_ids" in accepted:
             starts = torch.tensor([lengths[g] for g, _ in batch])
             kwargs["position_ids"] = (starts[:, None] + torch.arange(tail_width)[None]).to(device)
