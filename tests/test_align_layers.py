@@ -55,13 +55,18 @@ def test_layer_states_equal_raw_block_outputs(arch, models, bpe_tokenizer):
                 assert torch.allclose(got, hs[k], atol=1e-6), (arch, k)
 
 
-def test_later_blocks_and_head_do_not_run(models, bpe_tokenizer):
-    model = models["llama"]
+@pytest.mark.parametrize("arch", ARCHS)
+def test_later_blocks_and_head_do_not_run(arch, models, bpe_tokenizer):
+    """Early exit is taken on every decoder fixture: blocks after ``k`` and the head never run."""
+    from xlt import fastpath
+
+    model = models[arch]
     ids, mask = _batch(bpe_tokenizer)
     calls = []
-    handles = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in enumerate(model.model.layers)]
-    handles.append(model.lm_head.register_forward_hook(lambda m, a, o: calls.append("head")))
-    handles.append(model.model.norm.register_forward_hook(lambda m, a, o: calls.append("norm")))
+    handles = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+               for i, b in enumerate(decoder_blocks(model))]
+    handles.append(model.get_output_embeddings().register_forward_hook(lambda m, a, o: calls.append("head")))
+    fastpath.reset()
     try:
         with torch.no_grad():
             layer_states(model, ids, mask, 2)
@@ -69,8 +74,63 @@ def test_later_blocks_and_head_do_not_run(models, bpe_tokenizer):
         for h in handles:
             h.remove()
     assert calls == [0, 1]
+    assert fastpath.counts() == {"taken": {fastpath.EARLY_EXIT: 1}, "refused": {}}
     # the hooks are gone: a normal forward still runs the whole model
     assert model(input_ids=ids, attention_mask=mask).logits.shape[:2] == ids.shape
+
+
+def test_whole_forward_gives_the_same_states_and_a_gradient_to_every_parameter(models, bpe_tokenizer):
+    """``early_exit=False`` (what an engine that must see the whole forward gets): the same
+    block output, and every parameter after block k receives a zero gradient."""
+    model = models["llama"]
+    ids, mask = _batch(bpe_tokenizer)
+    early = layer_states(model, ids, mask, 2)
+    model.zero_grad(set_to_none=True)
+    whole = layer_states(model, ids, mask, 2, early_exit=False)
+    assert torch.equal(whole, early)
+    whole.pow(2).sum().backward()
+    late = [p for n, p in model.named_parameters() if ".layers.2." in n or ".layers.3." in n or "lm_head" in n]
+    assert late and all(p.grad is not None and not p.grad.any() for p in late)
+    assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+    early.pow(2).sum().backward()
+    assert all(p.grad is None for p in late)  # early exit: they never joined the graph
+
+
+def test_a_deepspeed_engine_is_refused_early_exit_once(models, bpe_tokenizer, caplog):
+    """A wrapper from the deepspeed package runs the whole forward, and says so once."""
+    import logging
+
+    from xlt import fastpath
+
+    class Engine(torch.nn.Module):  # stands in for deepspeed.runtime.engine.DeepSpeedEngine
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, **kwargs):
+            return self.module(**kwargs)
+
+    Engine.__module__ = "deepspeed.runtime.engine"
+    Engine.__name__ = Engine.__qualname__ = "DeepSpeedEngine"
+    inner = models["llama"]
+    engine = Engine(inner)
+    ids, mask = _batch(bpe_tokenizer)
+    ran = []
+    handle = inner.lm_head.register_forward_hook(lambda m, a, o: ran.append("head"))
+    fastpath.reset()
+    try:
+        with caplog.at_level(logging.WARNING, logger="xlt"):
+            with torch.no_grad():
+                first = layer_states(engine, ids, mask, 1)
+                layer_states(engine, ids, mask, 1)
+    finally:
+        handle.remove()
+    assert ran == ["head", "head"]
+    assert torch.equal(first, layer_states(inner, ids, mask, 1))
+    said = [r.getMessage() for r in caplog.records if "early exit is off" in r.getMessage()]
+    assert len(said) == 1 and "DeepSpeedEngine" in said[0]
+    assert fastpath.counts()["refused"] == {fastpath.EARLY_EXIT: 2}
 
 
 def test_layer_out_of_range_names_valid_range(models, bpe_tokenizer):
