@@ -99,3 +99,4 @@ def run_xlt(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
 def xlt_cli():
     """The :func:`run_xlt` helper as a fixture."""
     return run_xlt
+

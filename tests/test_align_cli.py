@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from _versions_helpers import assert_records_versions
+
 from _align_helpers import tiny_texts
 
 
@@ -59,6 +61,7 @@ def test_mid_align_end_to_end_then_resume_with_the_saved_config(xlt_cli, tiny_ll
         next(h for h in history if "eval_loss" in h)
     config = json.loads((out / "train_config.json").read_text())
     assert config["schedule"] == "alternate" and config["alignment_temperature"] == 0.1
+    assert_records_versions(config)  # and --config below ignores that record
     model = load_adapter(load_model(tiny_llama_dir), out)
     assert type(model).__name__.startswith("Peft")
     # a killed run continues from its checkpoint; the saved config reproduces the run's options

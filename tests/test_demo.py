@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from _versions_helpers import assert_records_versions
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -57,6 +59,7 @@ def test_report_and_plots(quick_demo):
 def test_results_keys_and_ranges(quick_demo):
     out, _ = quick_demo
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert_records_versions(results)
     world = json.loads((out / "world" / "world.json").read_text(encoding="utf-8"))
     assert results["source_language"] == world["source_language"] == "qaa"
     langs = [l["code"] for l in world["languages"]]

@@ -7,6 +7,8 @@ import math
 
 import pytest
 
+from _versions_helpers import assert_records_versions
+
 from xlt.errors import ConfigError, DataError
 
 WORDS = "the cat dog sat on mat red blue big small runs eats".split()
@@ -444,6 +446,7 @@ def test_icl_cli_two_languages(tiny_llama_dir, pawsx_dir, tmp_path, xlt_cli):
                    "--output", out, "--log-samples", samples)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
+    assert_records_versions(report)
     assert [(r["shots"], r["seed"]) for r in report["runs"]] == [(0, 0), (2, 0), (2, 1)]
     for run in report["runs"]:
         assert {lang: row["n"] for lang, row in run["results"].items()} == {"en": 8, "zh": 8}

@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+
+from _versions_helpers import assert_records_versions
 import torch
 
 from _pretrain_helpers import small_tokenizer, write_corpus
@@ -86,6 +88,7 @@ def test_cli_scores_every_language_of_a_cloned_model(tmp_path, xlt_cli, capsys):
                      "--last_n", "8", "--output", out, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
+    assert_records_versions(report)
     assert set(report["languages"]) == {"L1", "L2"}
     l1, l2 = report["languages"]["L1"], report["languages"]["L2"]
     assert l1["n_tokens"] == l2["n_tokens"] > 0 and l1["n_chars"] == l2["n_chars"] > 0

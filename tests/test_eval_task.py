@@ -80,8 +80,17 @@ def test_task_cli_with_adapter_and_choice_files(tiny_llama_dir, tmp_path, xlt_cl
     proc = xlt_cli("eval", "task", "--model", tiny_llama_dir, "--adapter", adapter, "--data", tasks,
                    "--output", out, "--predictions", tmp_path / "p.jsonl", "--max-new-tokens", "3")
     assert proc.returncode == 0, proc.stderr
-    table = json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    table = doc["languages"]
     assert set(table) == {"qaa", "qab"} and all(row["n"] == 3 for row in table.values())
+    import peft
+    import torch
+    import transformers
+
+    assert doc["xlt_versions"]["transformers"] == transformers.__version__
+    assert doc["xlt_versions"]["peft"] == peft.__version__
+    assert doc["xlt_versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert doc["model"] == str(tiny_llama_dir) and doc["adapter"] == str(adapter)
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 6
     assert "qab" in proc.stdout
     # MultipleChoiceItem files are scored 0-shot
@@ -90,7 +99,7 @@ def test_task_cli_with_adapter_and_choice_files(tiny_llama_dir, tmp_path, xlt_cl
                          MultipleChoiceItem(lang="qaa", context="A dog", choices=("eats", "x"), label=1)])
     proc = xlt_cli("eval", "task", "--model", tiny_llama_dir, "--data", choice, "--output", tmp_path / "c.json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "c.json").read_text())["qaa"]["n"] == 2
+    assert json.loads((tmp_path / "c.json").read_text())["languages"]["qaa"]["n"] == 2
     # unknown language code: one line, no output written
     from xlt.errors import DataError
     from xlt.eval.cli import task_command

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from _versions_helpers import assert_records_versions
 import torch
 
 from _lslo_helpers import TOY_LANGS, toy_corpus, toy_pairs
@@ -88,6 +90,8 @@ def test_export_equals_lslo_direction_and_eval_mt(trained, toy_world, xlt_cli, t
     assert "signature bleu: nrefs:1|case:mixed|eff:no|tok:13a" in result.stdout
     doc = json.loads((scores / "mt_scores.json").read_text())
     assert set(doc["systems"]) == {"lslo", "base"}
+    assert_records_versions(doc)
+    assert_records_versions(json.loads((trained / "train_config.json").read_text()))
     assert sorted(doc["systems"]["lslo"]["directions"]) == ["qaa-qab", "qab-qad", "qac-qaa", "qad-qac"]
     assert doc["tiers"] == {"qaa": "high", "qab": "med", "qac": "low", "qad": "low"}
     assert (scores / "heatmap.lslo.bleu.png").stat().st_size > 0

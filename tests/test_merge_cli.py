@@ -8,6 +8,8 @@ import pickle
 from pathlib import Path
 
 import pytest
+
+from _versions_helpers import assert_records_versions
 import torch
 
 import _merge_helpers as H
@@ -106,6 +108,7 @@ def test_cli_adamergex_delta_loads_in_peft(xlt_cli, adapters, tmp_path, tiny_lla
         assert torch.allclose(got[k], expected[k], atol=1e-6)
     report = json.loads((out / "merge_report.json").read_text())
     assert report["t"] == 0.7 and report["mode"] == "delta"
+    assert_records_versions(report)
     # loads as is, and its forward equals the base with the exact update added
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), out).eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from _versions_helpers import assert_records_versions
 import torch
 
 from _pretrain_helpers import small_tokenizer, write_corpus
@@ -114,6 +116,7 @@ def test_cli_run_writes_a_loadable_model(world, tmp_path, xlt_cli):
     assert languages["kind"] == "cloned" and languages["names"] == ["L1", "L2"]
     assert model.config.vocab_size == languages["model_vocab_size"] == 2 * len(load_tokenizer(out))
     assert json.loads((out / "pretrain_config.json").read_text())["method"]["p_clone"] == 0.1
+    assert_records_versions(json.loads((out / "pretrain_config.json").read_text()))
     again = xlt_cli("pretrain", "--corpus", world["corpus"], "--tokenizer", world["root"] / "tok",
                     "--output_dir", out, "--max_steps", "2", "--n_clones", "1")
     assert again.returncode == 2 and "already exists" in again.stderr

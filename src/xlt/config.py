@@ -68,7 +68,8 @@ def parse_dataclasses(dataclass_types: Sequence[type], argv: Sequence[str], *, p
     """Parse ``argv`` (with an optional ``--config file.yaml``) into one instance per dataclass.
 
     Values from the YAML file become defaults; command-line flags override them. A YAML key
-    that no dataclass knows is an error naming the file and the key.
+    that no dataclass knows is an error naming the file and the key, except the package
+    versions a saved ``train_config.json`` records (``xlt_versions``), which are ignored.
     """
     from transformers import HfArgumentParser
 
@@ -83,6 +84,9 @@ def parse_dataclasses(dataclass_types: Sequence[type], argv: Sequence[str], *, p
     config_path = _pop_config(argv)
     if config_path is not None:
         values = load_yaml_config(config_path)
+        from xlt.provenance import VERSIONS_KEY
+
+        values.pop(VERSIONS_KEY, None)  # what a saved train_config.json records, not an option
         known = {action.dest: action for action in parser._actions}
         unknown = sorted(k for k in values if k not in known)
         if unknown:
@@ -179,7 +183,8 @@ def used_options(data, training_args, *, drop=("resume_from_checkpoint", "overwr
 
     ``data`` is a plain options dataclass, ``training_args`` a ``TrainingArguments`` subclass
     (its ``to_dict`` masks secrets such as hub tokens as ``<...>``; those are left out). Options
-    that only make sense for one invocation (``drop``) are removed.
+    that only make sense for one invocation (``drop``) are removed. The package versions of
+    the run are added under ``xlt_versions`` (:mod:`xlt.provenance`).
     """
     import json
 
@@ -198,4 +203,7 @@ def used_options(data, training_args, *, drop=("resume_from_checkpoint", "overwr
         values[f.name] = value
     for key in drop:
         values.pop(key, None)
+    from xlt.provenance import VERSIONS_KEY, package_versions
+
+    values[VERSIONS_KEY] = package_versions()  # a record of the run, ignored by --config
     return values

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from xlt.io import atomic_file, write_json
+from xlt.provenance import VERSIONS_KEY, package_versions
 
 METHOD_NAMES = {"sft": "SFT (baseline)", "mid-align": "mid-align", "afp": "AFP"}
 
@@ -371,6 +372,7 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
     doc["step_seconds"] = timings
     doc["step_seconds_total"] = round(sum(v for v in timings.values() if v is not None), 1)
     doc["wall_seconds_this_run"] = round(wall_seconds, 1)
+    doc[VERSIONS_KEY] = package_versions()
     with atomic_file(out / "report.md") as handle:
         handle.write("\n".join(md) + "\n")
     write_json(out / "results.json", doc)

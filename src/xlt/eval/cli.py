@@ -15,6 +15,7 @@ from typing import Any
 from xlt.config import ArgumentParser
 from xlt.errors import ConfigError, DataError
 from xlt.io import write_json
+from xlt.provenance import VERSIONS_KEY, package_versions
 
 ICL_DESCRIPTION = """\
 Multiple-choice in-context evaluation of a causal LM in several languages. --task is a built-in
@@ -231,7 +232,7 @@ def icl_command(argv: list[str], prog: str) -> int:
         print()
     report = {"task": task_name, "template": template.source if template else None, "scoring": scoring,
               "model": args.model, "adapter": args.adapter, "prompt_language": args.prompt_language,
-              "test": args.test, "dev": args.dev, "runs": runs}
+              "test": args.test, "dev": args.dev, "runs": runs, VERSIONS_KEY: package_versions()}
     if args.output:
         write_json(args.output, report, overwrite=True)
     if args.log_samples:
@@ -322,7 +323,8 @@ def task_command(argv: list[str], prog: str) -> int:
         rows = [p.to_dict() for p in predictions]
     print(format_task_table(table, title=f"exact match ({'multiple choice, 0-shot' if kind == 'choice' else 'greedy generation'})"))
     if args.output:
-        write_json(args.output, table, overwrite=True)
+        write_json(args.output, {"model": args.model, "adapter": args.adapter, "data": args.data,
+                                 "languages": table, VERSIONS_KEY: package_versions()}, overwrite=True)
     if args.predictions:
         _write_samples(args.predictions, rows, overwrite=True)
     return 0
@@ -375,6 +377,7 @@ def lm_eval_command(argv: list[str], prog: str) -> int:
     print(results_table(results))
     if args.output:
         summary = {k: results.get(k) for k in ("results", "n-shot", "versions", "configs", "n-samples")}
+        summary[VERSIONS_KEY] = package_versions(extra=("lm_eval",))
         write_json(args.output, _jsonable(summary), overwrite=True)
     if args.log_samples:
         rows = []

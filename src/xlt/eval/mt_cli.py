@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from xlt.errors import ConfigError
+from xlt.provenance import VERSIONS_KEY, package_versions
 
 
 def _parse_systems(args) -> list[tuple[str, str]]:
@@ -219,7 +220,7 @@ def _write_outputs(args, results, hypotheses, tiers, metrics, metric, sigs, tier
         doc = {"data": str(args.data), "metric": metric, "signatures": sigs, "tiers": tiers,
                "settings": {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
                             "chrf_word_order": args.chrf_word_order, "spm_model": args.spm_model},
-               "systems": {}}
+               "systems": {}, VERSIONS_KEY: package_versions(extra=("sacrebleu",))}
         for name, res in results.items():
             directions = {f"{s}-{t}": v for (s, t), v in res["directions"].items()}
             averages = {m: tier_averages({d: v[m] for d, v in res["directions"].items()}, tiers)

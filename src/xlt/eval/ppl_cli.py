@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from xlt.errors import ConfigError
+from xlt.provenance import VERSIONS_KEY, package_versions
 
 DESCRIPTION = """Per-language token-level perplexity with a sliding window (--context tokens read,
 only the last --last_n targets scored, windows --stride apart; the paper uses 512 / 128 / 128).
@@ -123,7 +124,7 @@ def ppl_command(argv: list[str], prog: str) -> int:
               f"{result['n_windows']} windows; {result.get('normalised_ppl', float('nan')):.4f} per char; "
               f"top-1 {result['top1']:.3f})")
     report = {"model": str(args.model), "context": context, "last_n": last_n,
-              "stride": args.stride or last_n, "languages": results}
+              "stride": args.stride or last_n, "languages": results, VERSIONS_KEY: package_versions()}
     if args.output:
         write_json(args.output, report, overwrite=True)
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from xlt.config import ArgumentParser
 from xlt.errors import ConfigError, DataError
 from xlt.io import atomic_dir, check_output, write_json
+from xlt.provenance import VERSIONS_KEY, package_versions
 
 DEFAULT_GRID = "0:1:0.1"
 REPORT_NAME = "merge_report.json"
@@ -84,6 +85,7 @@ def _write_result(args, result, states, extra_report: dict | None = None) -> Non
     from xlt.merge.adapters import write_adapter
 
     report = dict(result.report, **(extra_report or {}))
+    report[VERSIONS_KEY] = package_versions()
     if args.merge_into_base:
         from xlt.merge.selection import merge_into_base
 

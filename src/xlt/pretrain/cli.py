@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from xlt.errors import ConfigError, OutputExistsError
+from xlt.provenance import VERSIONS_KEY, package_versions
 
 DESCRIPTION = """Pre-train a causal LM from scratch on packed windows of a tokenised corpus, with
 cloned languages (--n_clones, --p_clone, --frac_clone) or a real second language (--corpus_l2,
@@ -104,7 +105,8 @@ def _pretrain(config, out: Path, resume, prog: str) -> int:
     languages["training"] = summary
     write_json(tmp / "languages.json", languages)
     options = config.to_dict()
-    write_json(tmp / "pretrain_config.json", {"method": config.method_options(), "trainer": options})
+    write_json(tmp / "pretrain_config.json", {"method": config.method_options(), "trainer": options,
+                                               VERSIONS_KEY: package_versions()})
     write_json(tmp / "train_log.json", trainer.state.log_history)
     # languages.json (what marks a finished run) goes last
     for item in sorted(tmp.iterdir(), key=lambda p: (p.name == "languages.json", p.name)):
