@@ -8,8 +8,8 @@ path and calls :func:`refuse`, which logs one warning on the ``xlt`` logger sayi
 was refused and why, once per process for each (path, reason). A slow path is never silent.
 
 :func:`taken` and :func:`refused` count, per path name, how often each branch ran in this
-process; :func:`counts` returns them (tests use it to prove a path is taken, and ``--verbose``
-runs can print it). Counting is a dictionary increment per call, nothing more.
+process; :func:`counts` returns them (tests use it to prove a path is taken). Counting is a
+dictionary increment per call, nothing more.
 """
 
 from __future__ import annotations
