@@ -177,11 +177,12 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         if cfg.activation_checkpointing:
             model.enable_input_require_grads()
 
-    train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed)
+    train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed,
+                             completion_only_loss=cfg.completion_only_loss)
     eval_ds = None
     if eval_tasks or eval_pairs:
         eval_ds = build_dataset(tokenizer, eval_tasks, eval_pairs, max_length=cfg.max_length, seed=cfg.seed,
-                                cycle=False)
+                                cycle=False, completion_only_loss=cfg.completion_only_loss)
     elif cfg.eval_strategy != "no":
         raise ConfigError(f"{prog}: eval_strategy={cfg.eval_strategy} needs --eval_file or --eval_parallel_file")
     collator = AlignCollator(tokenizer.pad_token_id, pad_to_multiple_of=cfg.pad_to_multiple_of,
