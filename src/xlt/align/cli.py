@@ -190,9 +190,9 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if out.exists() and data.overwrite and not resume:
         shutil.rmtree(out)
-    from xlt.training import graceful_stop_callback
+    from xlt.training import graceful_stop_callback, schedule_check_callback
 
-    callbacks = [graceful_stop_callback()]
+    callbacks = [graceful_stop_callback(), schedule_check_callback()]
     if cfg.early_stopping_patience:
         from transformers import EarlyStoppingCallback
 
