@@ -66,3 +66,37 @@ def test_training_rows_cycle_the_shorter_list_and_evaluation_rows_do_not(bpe_tok
     assert kinds == [(True, True), (True, True), (True, False), (True, False), (True, False)]
     batch = AlignCollator(bpe_tokenizer.pad_token_id)([evalset[i] for i in range(5)])
     assert batch["input_ids"].shape[0] == 5 and batch["anchor_input_ids"].shape[0] == 2
+
+
+def test_completion_only_loss_false_puts_the_loss_on_every_token(bpe_tokenizer):
+    """AdaMergeX's reference adapters: the loss of a 511-word prompt + 1-word completion covers
+    every token; compared with a cross-entropy computed by hand over the whole sequence."""
+    import torch
+
+    from xlt.testing import tiny_model
+
+    model = tiny_model("llama", bpe_tokenizer, seed=3)
+    examples = [TaskText("the cat sat on the mat and the dog", " ran"),
+                TaskText("one two three", " four five")]
+    collate = AlignCollator(bpe_tokenizer.pad_token_id, pad_to_multiple_of=None)
+
+    def batch_loss(completion_only):
+        rows = build_dataset(bpe_tokenizer, examples, [], max_length=64, completion_only_loss=completion_only)
+        batch = collate([rows[i] for i in range(len(rows))])
+        with torch.no_grad():
+            return float(model(**batch).loss)
+
+    # independent: tokenise prompt + completion (+ EOS), score every next token, mean over tokens
+    total, count = 0.0, 0
+    for ex in examples:
+        ids = bpe_tokenizer(ex.prompt + ex.completion)["input_ids"] + [bpe_tokenizer.eos_token_id]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+        logp = torch.log_softmax(logits[:-1], dim=-1)
+        total += float(-logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+        count += len(ids) - 1
+    full = batch_loss(False)
+    assert full == pytest.approx(total / count, rel=1e-5)
+    assert abs(batch_loss(True) - full) > 1e-3
+    (row,) = tokenize_task(bpe_tokenizer, examples[:1], 64, completion_only_loss=False)
+    assert row["labels"] == row["input_ids"] and row["prompt_length"] == 0

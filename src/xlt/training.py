@@ -11,6 +11,10 @@ diverge. The promises (``docs/reliability.md``):
   SIGTERM), naming the checkpoint to resume from (:func:`report_signal_stop`);
 * ``--resume_from_checkpoint`` (a path, or ``true`` for the newest checkpoint in
   ``output_dir``) continues a killed run.
+
+Before the first step, :func:`schedule_check_callback` says (one line on stderr, once) when a
+schedule cannot reach its target within the run's length: a warm-up longer than the run, or a
+method's own schedule (LSLo's pruning ratio) that ends short of its target.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import math
 import os
 import re
 import signal
+import sys
 from pathlib import Path
+from typing import Callable
 
 from xlt.errors import ConfigError, XltError
 
@@ -58,6 +64,51 @@ def resolve_resume(value: str | bool | None, output_dir: str | os.PathLike) -> s
         raise ConfigError(f"--resume_from_checkpoint: {path} is not a checkpoint directory "
                           "(no trainer_state.json)")
     return str(path)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print ``xlt: warning: <message>`` on stderr, once per process for a given message."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    print(f"xlt: warning: {message}", file=sys.stderr, flush=True)
+
+
+def warmup_warning(args, max_steps: int) -> str | None:
+    """The warning for a warm-up longer than a run of ``max_steps`` optimizer steps, or None."""
+    if not max_steps or max_steps < 1:
+        return None
+    warmup = args.get_warmup_steps(max_steps)
+    if warmup > max_steps:
+        return (f"the warm-up ({warmup} steps) is longer than the run ({max_steps} optimizer steps): "
+                f"the learning rate never reaches its peak {args.learning_rate:g}")
+    return None
+
+
+def schedule_check_callback(*checks: Callable[..., str | None]):
+    """A ``TrainerCallback`` that, when training begins (the Trainer knows the run's optimizer
+    steps and epochs then), warns about schedules that cannot reach their target.
+
+    Always checked: the warm-up against the run's optimizer steps. ``checks``: more functions
+    ``check(args, state) -> message | None`` (``state.max_steps`` and ``state.num_train_epochs``
+    are the run's length).
+    """
+    from transformers import TrainerCallback
+
+    class ScheduleCheckCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return control
+            for check in (lambda a, s: warmup_warning(a, s.max_steps), *checks):
+                message = check(args, state)
+                if message:
+                    warn_once(message)
+            return control
+
+    return ScheduleCheckCallback()
 
 
 class GuardedTrainerMixin:

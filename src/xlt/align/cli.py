@@ -177,11 +177,12 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         if cfg.activation_checkpointing:
             model.enable_input_require_grads()
 
-    train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed)
+    train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed,
+                             completion_only_loss=cfg.completion_only_loss)
     eval_ds = None
     if eval_tasks or eval_pairs:
         eval_ds = build_dataset(tokenizer, eval_tasks, eval_pairs, max_length=cfg.max_length, seed=cfg.seed,
-                                cycle=False)
+                                cycle=False, completion_only_loss=cfg.completion_only_loss)
     elif cfg.eval_strategy != "no":
         raise ConfigError(f"{prog}: eval_strategy={cfg.eval_strategy} needs --eval_file or --eval_parallel_file")
     collator = AlignCollator(tokenizer.pad_token_id, pad_to_multiple_of=cfg.pad_to_multiple_of,
@@ -189,9 +190,9 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if out.exists() and data.overwrite and not resume:
         shutil.rmtree(out)
-    from xlt.training import graceful_stop_callback
+    from xlt.training import graceful_stop_callback, schedule_check_callback
 
-    callbacks = [graceful_stop_callback()]
+    callbacks = [graceful_stop_callback(), schedule_check_callback()]
     if cfg.early_stopping_patience:
         from transformers import EarlyStoppingCallback
 

@@ -60,6 +60,9 @@ class AlignConfig(TrainingArguments):
     packing: bool = field(default=False, metadata={
         "help": "concatenate the task examples of a micro-batch into rows of max_length tokens, "
                 "without attention masks between them, dropping the remainder (AFP's packing)"})
+    completion_only_loss: bool = field(default=True, metadata={
+        "help": "loss on the completion only (the prompt's tokens are masked); false: loss on every "
+                "token, prompt included, as plain causal LM (AdaMergeX's reference-task adapters)"})
     append_eos: bool = field(default=True, metadata={
         "help": "append the tokenizer's EOS to each toolkit-format completion (reference-format "
                 "rows are used as written)"})

@@ -114,8 +114,14 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def tokenize_task(tokenizer, examples: Sequence[TaskText], max_length: int) -> list[dict]:
-    """``[{"input_ids", "labels"}]``: prompt + completion with the prompt's tokens masked (-100)."""
+def tokenize_task(tokenizer, examples: Sequence[TaskText], max_length: int, *,
+                  completion_only_loss: bool = True) -> list[dict]:
+    """``[{"input_ids", "labels", "prompt_length"}]``: prompt + completion tokenised as one string.
+
+    ``completion_only_loss`` (TRL's name): the prompt's tokens are masked (-100) in the labels;
+    ``False``: every token carries the loss, as for plain causal LM (``prompt_length`` 0, so
+    packing keeps the prompt's labels too). AdaMergeX's reference-task adapters train this way.
+    """
     if not examples:
         return []
     full = tokenizer([e.prompt + e.completion for e in examples], add_special_tokens=True)["input_ids"]
@@ -123,7 +129,7 @@ def tokenize_task(tokenizer, examples: Sequence[TaskText], max_length: int) -> l
     eos = tokenizer.eos_token_id
     rows = []
     for example, ids, prompt_ids in zip(examples, full, prompts):
-        p = common_prefix_length(ids, prompt_ids) if example.prompt else 0
+        p = common_prefix_length(ids, prompt_ids) if example.prompt and completion_only_loss else 0
         ids = list(ids)
         if example.append_eos and eos is not None and (not ids or ids[-1] != eos):
             ids = ids[:max_length - 1] + [eos]
@@ -194,13 +200,15 @@ def _cycled(count: int, length: int, rng: random.Random) -> list[int] | None:
 
 
 def build_dataset(tokenizer, tasks: Iterable[TaskText], pairs: Iterable[PairText], *, max_length: int,
-                  seed: int = 0, cycle: bool = True) -> AlignDataset:
+                  seed: int = 0, cycle: bool = True, completion_only_loss: bool = True) -> AlignDataset:
     """Tokenise ``tasks`` and ``pairs`` and zip them into an :class:`AlignDataset`.
 
     ``cycle=False`` (evaluation) uses every example and pair exactly once instead of cycling the
-    shorter list (repeated pairs in a batch would be false negatives).
+    shorter list (repeated pairs in a batch would be false negatives). ``completion_only_loss``:
+    see :func:`tokenize_task`.
     """
-    return AlignDataset(tokenize_task(tokenizer, list(tasks), max_length),
+    return AlignDataset(tokenize_task(tokenizer, list(tasks), max_length,
+                                      completion_only_loss=completion_only_loss),
                         tokenize_pairs(tokenizer, list(pairs), max_length), seed=seed, cycle=cycle)
 
 

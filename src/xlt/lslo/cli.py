@@ -77,7 +77,7 @@ def train_command(argv: list[str], prog: str) -> int:
                                   FullFinetuneTrainer, LSLoTrainer, PruningCallback, TemperatureSampler,
                                   TranslationCollator, encode_causal_pairs, encode_pairs)
     from xlt.models import load_model, load_tokenizer
-    from xlt.training import graceful_stop_callback
+    from xlt.training import graceful_stop_callback, schedule_check_callback
 
     transformers.utils.logging.set_verbosity_warning()
     tokenizer = load_tokenizer(data.tokenizer or data.model, padding_side="right",
@@ -113,11 +113,21 @@ def train_command(argv: list[str], prog: str) -> int:
         model.config.xlt_translation_prompt = prompt.to_dict()  # kept by a full fine-tune's config.json
     seed = cfg.data_seed if cfg.data_seed is not None else cfg.seed
     sampler = TemperatureSampler([(p.src_lang, p.tgt_lang) for p in pairs], cfg.sampling_temperature, seed=seed)
+    batches = {"train_sampler": sampler}
+    if cfg.max_tokens is not None:
+        from xlt.lslo.batching import TokenBatchSampler, row_size
+
+        batches = {"train_batch_sampler": TokenBatchSampler([row_size(r) for r in train_rows], cfg.max_tokens,
+                                                            seed=seed, row_sampler=sampler)}
     callbacks = [graceful_stop_callback()]
     schedule = None
+    checks = []
     if cfg.pruning != "none":
         schedule = PruningSchedule(cfg.pruning_t1, cfg.pruning_t2, cfg.target_pruning_ratio, cfg.pruning)
-        callbacks.append(PruningCallback(schedule))
+        pruning = PruningCallback(schedule)
+        callbacks.append(pruning)
+        checks.append(pruning.check)
+    callbacks.append(schedule_check_callback(*checks))
     if out.exists() and data.overwrite and not resume:
         shutil.rmtree(out)
     metadata = {"base_model_path": data.model}
@@ -126,10 +136,13 @@ def train_command(argv: list[str], prog: str) -> int:
     extra = {} if lslo is None else {"adapter_metadata": metadata}  # in checkpoints and the final adapter
     trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
                             eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
-                            callbacks=callbacks, train_sampler=sampler, **extra)
+                            callbacks=callbacks, **batches, **extra)
     kind = "" if seq2seq else "decoder-only, "
     rows = (f"{len(pairs)} pairs in {len(sampler.groups)} directions -> {len(sampler)} rows per epoch, "
             f"redrawn each epoch (T={cfg.sampling_temperature})")
+    if cfg.max_tokens is not None:
+        rows += (f", in {len(batches['train_batch_sampler'])} batches of <= {cfg.max_tokens} tokens "
+                 f"x {cfg.gradient_accumulation_steps} per update")
     if trainer.is_world_process_zero() and lslo is None:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"{prog}: full fine-tuning ({kind}{trainable:,} trainable parameters); {rows}", flush=True)

@@ -106,6 +106,9 @@ class LSLoConfig:
     * ``encoder_directions`` / ``decoder_directions``: one ``"src"``/``"tgt"`` per layer
       [encoder src x 9 + tgt x 3, decoder tgt x 12]. ``None``: encoder bottom 3/4 src, rest tgt;
       decoder of a seq2seq model all tgt; decoder-only models bottom 3/4 src, rest tgt.
+    * ``encoder_layers`` / ``decoder_layers``: the (0-based) layers of each stack that get LSLo;
+      the other layers stay plain linears [reference ``--encoder-lora-layer`` /
+      ``--decoder-lora-layer``: all 12 + 12]. ``None``: every layer.
     * ``dim`` / ``start_idx``: the reference's feature slice. With ``dim=d`` every adapter is
       square (d x d) on features ``[start_idx, start_idx + d)`` of input and output; ``"model"``
       means d = d_model [the paper: 1024 = d_model, start 0]. ``None``: rectangular adapters
@@ -122,6 +125,8 @@ class LSLoConfig:
     target_modules: list[str] | None = None
     encoder_directions: list[str] | None = None
     decoder_directions: list[str] | None = None
+    encoder_layers: list[int] | None = None
+    decoder_layers: list[int] | None = None
     dim: int | str | None = None
     start_idx: int = 0
     shared: bool = False
@@ -157,6 +162,19 @@ class LSLoConfig:
             self.target_modules = [v for v in self.target_modules.replace(" ", ",").split(",") if v]
         self.encoder_directions = parse_directions(self.encoder_directions, name="encoder_directions")
         self.decoder_directions = parse_directions(self.decoder_directions, name="decoder_directions")
+        for name in ("encoder_layers", "decoder_layers"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", ",").split(",") if v]
+            try:
+                layers = sorted({int(v) for v in value})
+            except (TypeError, ValueError):
+                raise ConfigError(f"LSLo: {name} must be layer indices, got {value!r}") from None
+            if not layers or layers[0] < 0:
+                raise ConfigError(f"LSLo: {name} must be a non-empty list of layer indices >= 0, got {value!r}")
+            setattr(self, name, layers)
         if isinstance(self.dim, str) and self.dim not in ("model", "full"):
             try:
                 self.dim = int(self.dim)

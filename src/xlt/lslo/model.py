@@ -272,9 +272,21 @@ def apply_lslo(model, config: LSLoConfig) -> LSLoModel:
     layer_of: dict[str, tuple[str, int]] = {}
     found = {t: 0 for t in targets}
     block_paths = {id(m): n for n, m in base.named_modules()}
+    chosen: dict[str, set[int]] = {}
+    for side, blocks in sides:
+        wanted = config.encoder_layers if side == "encoder" else config.decoder_layers
+        if wanted is not None and max(wanted) >= len(blocks):
+            raise ConfigError(f"LSLo: {side}_layers names layer {max(wanted)} but the model has "
+                              f"{len(blocks)} {side} layers (0..{len(blocks) - 1})")
+        chosen[side] = set(range(len(blocks))) if wanted is None else set(wanted)
+    if not seq2seq and config.encoder_layers is not None:
+        raise ConfigError(f"LSLo: encoder_layers given, but {type(base).__name__} is decoder-only "
+                          "(use decoder_layers)")
     for side, blocks in sides:
         prefix = block_paths[id(blocks)]
         for index, block in enumerate(blocks):
+            if index not in chosen[side]:
+                continue  # a plain layer (reference --encoder-lora-layer / --decoder-lora-layer)
             for name, module in list(block.named_modules()):
                 hits = [t for t in targets if _matches(name, t)]
                 if not hits:

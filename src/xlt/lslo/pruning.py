@@ -183,6 +183,15 @@ class PruningSchedule:
         self.t1, self.t2, self.target, self.pool = t1, t2, target, pool
         self.history: list[dict[str, Any]] = []
 
+    def shortfall(self, epochs: int) -> str | None:
+        """A one-line warning when a run of ``epochs`` epochs ends before the target ratio, else None."""
+        final = pruning_ratio(epochs, self.t1, self.t2, self.target)
+        if final is not None and final >= self.target:
+            return None
+        reached = "pruning never starts" if final is None else f"the final sparsity of B is {final:.3f}"
+        return (f"pruning reaches its target ratio {self.target:g} at epoch t1 + t2 = {self.t1 + self.t2}, "
+                f"but the run has {epochs} epoch(s): {reached}, not {self.target:g}")
+
     def begin_epoch(self, model, epoch: int) -> float | None:
         ratio = pruning_ratio(epoch, self.t1, self.t2, self.target)
         if ratio is not None:

@@ -95,6 +95,17 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
     directions: list[str] | None = field(default=None, metadata={
         "help": "train only these directions (src-tgt); default: every direction in the data",
         "nargs": "+"})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "fairseq's --max-tokens: batches of at most this many tokens, counted as rows x the "
+                "longest row's max(source, target) length (padding included), of rows of similar "
+                "length, reshuffled every epoch; per_device_train_batch_size is then unused and "
+                "gradient_accumulation_steps is fairseq's --update-freq (reference: 4000 x 4)"})
+    encoder_lora_layers: list[int] | None = field(default=None, metadata={
+        "help": "encoder layers (0-based) that get LSLo; the others stay plain (reference "
+                "--encoder-lora-layer; default: all)", "nargs": "+"})
+    decoder_lora_layers: list[int] | None = field(default=None, metadata={
+        "help": "decoder layers (0-based) that get LSLo (reference --decoder-lora-layer; default: all)",
+        "nargs": "+"})
     max_source_length: int = field(default=128, metadata={"help": "source tokens incl. language tag and </s>"})
     max_target_length: int = field(default=128, metadata={"help": "target tokens incl. language tag and </s>"})
     # --- TrainingArguments defaults of the reference -------------------------------------------
@@ -124,6 +135,11 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
                               "shared or pruning")
         if self.max_source_length < 3 or self.max_target_length < 3:
             raise ConfigError("max_source_length and max_target_length must be >= 3")
+        if self.max_tokens is not None:
+            longest = max(self.max_source_length, self.max_target_length)
+            if isinstance(self.max_tokens, bool) or self.max_tokens < longest:
+                raise ConfigError(f"max_tokens must be >= max(max_source_length, max_target_length) = "
+                                  f"{longest}, got {self.max_tokens}")
 
     def translation_prompt(self):
         """The :class:`~xlt.eval.mt.TranslationPrompt` of decoder-only training."""
@@ -150,6 +166,7 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
                           target_modules=self.target_modules,
                           encoder_directions=self.encoder_directions,
                           decoder_directions=self.decoder_directions,
+                          encoder_layers=self.encoder_lora_layers, decoder_layers=self.decoder_lora_layers,
                           dim=None if dim == "full" else dim, start_idx=self.start_idx,
                           shared=self.shared, shared_rank=self.shared_rank)
 
@@ -386,6 +403,11 @@ class PruningCallback(TrainerCallback):
     def __init__(self, schedule):
         self.schedule = schedule
 
+    def check(self, args, state) -> str | None:
+        """The warning when the run's epochs end before the target ratio (for
+        :func:`~xlt.training.schedule_check_callback`)."""
+        return self.schedule.shortfall(int(math.ceil(state.num_train_epochs or 0)))
+
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         epoch = int(round(state.epoch or 0)) + 1
         self.schedule.begin_epoch(_lslo_of(model), epoch)
@@ -403,15 +425,32 @@ def _lslo_of(model):
 
 
 class SampledTrainerMixin:
-    """Mix into a ``Trainer`` to draw the training rows with a given sampler (``train_sampler=``).
+    """Mix into a ``Trainer`` to draw the training rows with a given sampler (``train_sampler=``)
+    or whole batches with a batch sampler (``train_batch_sampler=``, e.g. a
+    :class:`~xlt.lslo.batching.TokenBatchSampler`).
 
     With a :class:`TemperatureSampler` the Trainer's per-epoch ``set_epoch`` call redraws the
-    rows every epoch; without one the Trainer's own shuffling applies.
+    rows every epoch; without one the Trainer's own shuffling applies. The Trainer fixes the
+    number of updates per epoch from the first epoch's batches; token batches of later epochs
+    number the same whenever the epoch's rows have the same lengths (every row once per epoch,
+    as with equally sized directions).
     """
 
-    def __init__(self, *args, train_sampler: Sampler | None = None, **kwargs):
+    def __init__(self, *args, train_sampler: Sampler | None = None, train_batch_sampler=None, **kwargs):
         self._train_sampler = train_sampler
+        self._train_batch_sampler = train_batch_sampler
         super().__init__(*args, **kwargs)
+
+    def get_train_dataloader(self):
+        if self._train_batch_sampler is None:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        collator = self._get_collator_with_removed_columns(self.data_collator, description="Training")
+        loader = DataLoader(self.train_dataset, batch_sampler=self._train_batch_sampler, collate_fn=collator,
+                            num_workers=self.args.dataloader_num_workers,
+                            pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
 
     def _get_train_sampler(self, train_dataset=None):
         if self._train_sampler is not None and (train_dataset is None or train_dataset is self.train_dataset):

@@ -19,7 +19,7 @@ from xlt.config import require_positive, require_probability
 from xlt.errors import ConfigError
 from xlt.pretrain.cloned import MERGE_MODES, LanguageMap, LanguageSchedule, reference_lr
 from xlt.pretrain.data import LanguageAssignment, PretrainDataset, TokenStore, collate_windows
-from xlt.training import GuardedTrainerMixin, graceful_stop_callback
+from xlt.training import GuardedTrainerMixin, graceful_stop_callback, schedule_check_callback
 
 #: Model sizes: (layers, d_model, heads, mlp, context). "mini" ... "medium" are the paper's
 #: Languini GPT sizes; "pico", "nano" and "micro" are CPU-scale sizes for the synthetic world.
@@ -270,7 +270,7 @@ def build_trainer(config: PretrainConfig, stores: Sequence[TokenStore], language
         model = tf.AutoModelForCausalLM.from_config(
             model_config(config.preset, config.arch, language_map.model_vocab_size,
                          seq_len=config.window_length, **ids))
-    callbacks = list(callbacks or []) + [graceful_stop_callback()]
+    callbacks = list(callbacks or []) + [graceful_stop_callback(), schedule_check_callback()]
     trainer = PretrainTrainer(model=model, args=config, train_dataset=dataset, data_collator=collate_windows,
                               callbacks=callbacks, language_schedule=schedule)
     trainer.language_assignment = assignment
