@@ -176,7 +176,15 @@ def latest(args) -> None:
     requirement = args.torch_spec or torch_requirement(read_lock(lock), None)
     run_pip(args.python, [*(["--index-url", args.torch_index_url] if args.torch_index_url else []),
                           requirement], {})
-    run_pip(args.python, ["--upgrade", "--upgrade-strategy", "eager", "-e", f"{ROOT}[{args.extras}]"], {})
+    # torch held where the first call put it while everything else moves to its newest release
+    handle = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8")
+    with handle:
+        handle.write(f"torch=={installed_version(args.python, 'torch').split('+')[0]}\n")
+    try:
+        run_pip(args.python, ["--upgrade", "--upgrade-strategy", "eager", "-c", handle.name,
+                              "-e", f"{ROOT}[{args.extras}]"], {})
+    finally:
+        Path(handle.name).unlink()
 
 
 def freeze(args) -> None:
