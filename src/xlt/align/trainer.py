@@ -21,9 +21,11 @@ processes.
 
 Logging. ``task_loss`` and ``alignment_loss`` are the means, over the micro-batches (of every
 process) that computed them since the last log, of each loss as computed on its micro-batch
-(unweighted). Evaluation logs ``eval_task_loss``, ``eval_alignment_loss``, ``eval_loss`` (=
-task_weight * CE + alignment_weight * InfoNCE, used for model selection as in the reference)
-and ``eval_alignment_retrieval_accuracy`` (anchor -> candidate retrieval over the distinct dev
+(unweighted). Evaluation logs ``eval_task_loss`` (the token-mean CE over the dev task examples),
+``eval_alignment_loss`` (the mean over dev anchors of InfoNCE within their evaluation batch),
+``eval_loss`` (= task_weight * eval_task_loss + alignment_weight * eval_alignment_loss, used for
+model selection as in the reference, whatever the lengths of the dev task and pair lists) and
+``eval_alignment_retrieval_accuracy`` (anchor -> candidate retrieval over the distinct dev
 pairs).
 """
 
@@ -107,7 +109,12 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
             ce, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                num_items_in_batch=num_items_in_batch if training else None)
             by_window = training and self.model_accepts_loss_kwargs and num_items_in_batch is not None
-            self._record(split, "task_loss", self._micro_batch_ce(ce, inputs["labels"], num_items_in_batch, by_window))
+            if training:
+                self._record(split, "task_loss", self._micro_batch_ce(ce, inputs["labels"], num_items_in_batch,
+                                                                      by_window))
+            else:  # the dev set's CE: every label token weighs the same, whatever the batching
+                tokens = inputs["labels"][..., 1:].ne(-100).sum()
+                self._record(split, "task_loss", (torch.where(tokens > 0, ce.detach(), 0.0), tokens))
             if by_window:  # normalised over the window's task tokens (and rescaled for DDP)
                 share = self._window_task_batches / window if cfg.schedule == "alternate" else 1.0
                 ce = ce * share
@@ -116,7 +123,9 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
             loss = cfg.task_weight * ce
         if do_align:
             align = self._alignment_loss(model, pair, training)
-            self._record(split, "alignment_loss", align.detach())
+            # evaluation: the mean over dev anchors (each scored against the candidates of its batch)
+            self._record(split, "alignment_loss", align.detach() if training else
+                         (align.detach(), torch.tensor(pair["anchor_input_ids"].shape[0])))
             term = cfg.alignment_weight * align / window
             if training and cfg.alignment_gather and _gather_active():
                 # every process holds the same global value but the gradient of its own rows only;
@@ -217,8 +226,16 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         self._metrics["eval"] = {}
         output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
                                          ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        for name, value in self._pop_metrics("eval").items():
+        losses = self._pop_metrics("eval")
+        for name, value in losses.items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
+        if losses:
+            # The Trainer's eval_loss is a mean of per-batch sums; rows past the shorter dev list
+            # carry one objective only, so that mean drifts toward it. Sum the two dev means instead.
+            cfg = self.args
+            output.metrics[f"{metric_key_prefix}_loss"] = (
+                cfg.task_weight * losses.get("task_loss", 0.0)
+                + (cfg.alignment_weight * losses.get("alignment_loss", 0.0) if cfg.schedule != "task" else 0.0))
         pairs = getattr(getattr(dataloader, "dataset", None), "pairs", None)
         if self.args.schedule != "task" and pairs:
             output.metrics[f"{metric_key_prefix}_alignment_retrieval_accuracy"] = self.retrieval_accuracy(pairs)
