@@ -25,10 +25,11 @@ def data(tmp_path_factory):
             f.write(json.dumps({"text_parallel_0": p.candidate, "text_parallel_1": p.anchor,
                                 "prefix": t.prompt, "text": t.completion + "</s>"}) + "\n")
     with open(root / "afp.json", "w") as f:
-        for t, p in zip(tasks, pairs):
-            text = t.prompt + " Answer in Qab:" + t.completion
+        for k, (t, p) in enumerate(zip(tasks, pairs)):
+            completion = t.completion if k else ""  # the generators' row for an empty output
+            text = t.prompt + " Answer in Qab:" + completion
             f.write(json.dumps({"sent0": p.anchor, "sent1": p.candidate, "clm_text": text,
-                                "clm_prompt_len": len(text) - len(t.completion)}) + "\n")
+                                "clm_prompt_len": len(text) - len(completion)}) + "\n")
     (root / "empty_side.jsonl").write_text(json.dumps({"src_lang": "qaa", "tgt_lang": "qab", "src": "a cat",
                                                        "tgt": "  "}) + "\n")
     (root / "no_completion.jsonl").write_text(json.dumps({"lang": "qaa", "prompt": "Q: x"}) + "\n")

@@ -26,11 +26,32 @@ def test_detect_and_read_reference_rows():
     ({"text_parallel_0": "a", "text_parallel_1": "b", "prefix": "p"}, "mid-align", "text"),
     ({"text_parallel_0": "a", "text_parallel_1": "b", "prefix": "p", "text": " "}, "mid-align", "text"),
     ({"sent0": " ", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 1}, "afp", "sent0"),
-    ({"sent0": "a", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 3}, "afp", "clm_prompt_len"),
+    ({"sent0": "a", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 4}, "afp", "clm_prompt_len"),
+    ({"sent0": "a", "sent1": "b", "clm_text": "abc", "clm_prompt_len": -1}, "afp", "clm_prompt_len"),
 ])
 def test_bad_reference_rows_name_the_field(row, fmt, field):
     with pytest.raises(DataError, match=f"f.json:7: field '{field}'"):
         reference_row(row, fmt, path="f.json", line=7)
+
+
+def test_afp_rows_with_an_empty_response_train_on_their_special_tokens_only(bpe_tokenizer):
+    # both reference generators write clm_prompt_len == len(clm_text) when an output is empty;
+    # the reference packs such a document with labels on its BOS / EOS tokens only
+    text = "Say hi. Answer in German: "
+    task, _ = reference_row({"sent0": "Hello", "sent1": "Hallo", "clm_text": text, "clm_prompt_len": len(text)},
+                            "afp", path="f.json", line=3)
+    assert task == TaskText(text, "", append_eos=False)
+    other = TaskText("Q: one", " two")
+    rows = build_dataset(bpe_tokenizer, [other, task], [], max_length=64)
+    collator = AlignCollator(bpe_tokenizer.pad_token_id, packing=True, block_size=512,
+                             bos_token_id=bpe_tokenizer.bos_token_id, eos_token_id=bpe_tokenizer.eos_token_id)
+    batch = collator([rows[0], rows[1]])
+    doc = bpe_tokenizer(text)["input_ids"]
+    first = bpe_tokenizer(other.prompt + other.completion)["input_ids"] + [bpe_tokenizer.eos_token_id]
+    assert batch["input_ids"][0].tolist() == first + doc
+    specials = {bpe_tokenizer.bos_token_id, bpe_tokenizer.eos_token_id}
+    assert batch["labels"][0, len(first):].tolist() == [t if t in specials else -100 for t in doc]
+    assert batch["labels"][0, len(first)] == bpe_tokenizer.bos_token_id
 
 
 def test_task_tokens_mask_the_prompt_and_end_with_eos(bpe_tokenizer):

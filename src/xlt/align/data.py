@@ -79,7 +79,8 @@ def reference_row(row: Any, fmt: str, *, path=None, line=None, item=None) -> tup
 
     ``mid-align``: ``{text_parallel_0, text_parallel_1, prefix, text}`` (JSON Lines; the task part
     may be absent for an alignment-only file). ``afp``: ``{sent0, sent1, clm_text, clm_prompt_len}``
-    (``clm_prompt_len`` counts characters of ``clm_text``).
+    (``clm_prompt_len`` counts characters of ``clm_text``; it may equal ``len(clm_text)``: an
+    empty response, whose only supervised tokens are the BOS / EOS tokens under packing).
     """
     where = dict(path=path, line=line, item=item)
     if not isinstance(row, dict):
@@ -97,8 +98,10 @@ def reference_row(row: Any, fmt: str, *, path=None, line=None, item=None) -> tup
             return None, pair
         text = _text(row, "clm_text", where)
         length = row.get("clm_prompt_len")
-        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length < len(text):
-            raise DataError(f"expected an integer in 0..{len(text) - 1} (characters of clm_text before "
+        # length == len(text) is an empty response: both reference generators write such rows when
+        # an instruction's output is empty, and the reference trains on them (special tokens only)
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= len(text):
+            raise DataError(f"expected an integer in 0..{len(text)} (characters of clm_text before "
                             f"the response), got {length!r}", field="clm_prompt_len", **where)
         return TaskText(text[:length], text[length:], append_eos=False), pair
     raise ValueError(f"unknown reference format {fmt!r}")
