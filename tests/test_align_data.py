@@ -52,6 +52,7 @@ def test_afp_rows_with_an_empty_response_train_on_their_special_tokens_only(bpe_
     specials = {bpe_tokenizer.bos_token_id, bpe_tokenizer.eos_token_id}
     assert batch["labels"][0, len(first):].tolist() == [t if t in specials else -100 for t in doc]
     assert batch["labels"][0, len(first)] == bpe_tokenizer.bos_token_id
+    assert set(rows[1]["labels"]) == {-100}  # padded instead of packed: no label at all
 
 
 def test_task_tokens_mask_the_prompt_and_end_with_eos(bpe_tokenizer):
