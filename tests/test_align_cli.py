@@ -155,3 +155,20 @@ def test_same_seed_same_adapter_bytes(tiny_llama_dir, data, tmp_path, capsys):
                      "--save_strategy", "no", *COMMON]) == 0, capsys.readouterr().err[-2000:]
         outs.append((out / "adapter_model.safetensors").read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_separate_alternate_streams_from_the_command_line(tiny_llama_dir, data, tmp_path, capsys):
+    from xlt.align.config import AFPConfig
+    from xlt.cli import main
+    from xlt.errors import ConfigError
+
+    out = tmp_path / "streams"
+    status = main(["train", "mid-align", "--model", str(tiny_llama_dir), "--train_file", str(data / "train.jsonl"),
+                   "--parallel_file", str(data / "pairs.jsonl"), "--alternate_streams", "separate",
+                   "--max_steps", "2", "--gradient_accumulation_steps", "2", "--output_dir", str(out), *COMMON])
+    assert status == 0, capsys.readouterr().err[-2000:]
+    history = json.loads((out / "log_history.json").read_text())
+    assert all("task_loss" in h and "alignment_loss" in h for h in history if "loss" in h and "step" in h)
+    assert json.loads((out / "train_config.json").read_text())["alternate_streams"] == "separate"
+    with pytest.raises(ConfigError, match="needs the alternate schedule"):
+        AFPConfig(output_dir=str(tmp_path / "afp"), alternate_streams="separate")

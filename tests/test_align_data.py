@@ -88,3 +88,31 @@ def test_training_rows_cycle_the_shorter_list_and_evaluation_rows_do_not(bpe_tok
     assert kinds == [(True, True), (True, True), (True, False), (True, False), (True, False)]
     batch = AlignCollator(bpe_tokenizer.pad_token_id)([evalset[i] for i in range(5)])
     assert batch["input_ids"].shape[0] == 5 and batch["anchor_input_ids"].shape[0] == 2
+
+
+def test_separate_streams_use_every_example_and_pair_each_epoch_in_alternating_blocks():
+    from torch.utils.data import BatchSampler
+
+    from xlt.align.data import AlternatingStreamsSampler
+
+    n_tasks, n_pairs, batch, world = 7, 3, 2, 2
+    sampler = AlternatingStreamsSampler(n_tasks, n_pairs, block=batch * world, seed=5)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == 2 * 2 * batch * world  # ceil(7 / 4) = 2 blocks per stream
+        tasks = [i for i in order if i < n_tasks]
+        pairs = [i - n_tasks for i in order if i >= n_tasks]
+        assert set(tasks) == set(range(n_tasks)) and set(pairs) == set(range(n_pairs))
+        assert len(tasks) == len(pairs) == 8
+    assert sampler.indices(0) != sampler.indices(1) and sampler.indices(1) == list(sampler)
+    # the batches accelerate deals to each process: micro-batch k holds one kind on every process
+    from accelerate.data_loader import BatchSamplerShard
+
+    sampler.set_epoch(0)
+    per_process = [list(BatchSamplerShard(BatchSampler(sampler, batch, drop_last=False), world, rank))
+                   for rank in range(world)]
+    for k in range(len(per_process[0])):
+        for p in per_process:  # each batch is all tasks or all pairs ...
+            assert all(i < n_tasks for i in p[k]) or not any(i < n_tasks for i in p[k])
+        assert {p[k][0] < n_tasks for p in per_process} == {k % 2 == 0}  # ... and the same kind everywhere

@@ -141,3 +141,45 @@ def test_eval_loss_is_the_weighted_sum_of_dev_ce_and_alignment_loss_whatever_the
     assert metrics["eval_task_loss"] == pytest.approx(ce, rel=1e-4)
     assert metrics["eval_alignment_loss"] == pytest.approx(align, rel=1e-4)
     assert metrics["eval_loss"] == pytest.approx(0.7 * ce + 1.3 * align, rel=1e-4)
+
+
+@pytest.mark.parametrize("streams", ["shared", "separate"])
+def test_alternate_epoch_uses_every_example_and_pair_only_with_separate_streams(tmp_path, streams):
+    from _align_helpers import tiny_texts
+
+    from xlt.align.config import MidAlignConfig
+    from xlt.align.data import AlignCollator, build_dataset, tokenize_pairs, tokenize_task
+    from xlt.align.trainer import AlignTrainer
+    from xlt.testing import tiny_model, train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer()
+    tasks, _ = tiny_texts(9, seed=3)
+    _, pairs = tiny_texts(4, seed=4)
+    seen = {"task": [], "alignment": []}
+
+    class Recording(AlignTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if "labels" in inputs:
+                seen["task"] += [tuple(r[m.bool()].tolist()) for r, m in zip(inputs["input_ids"], inputs["attention_mask"])]
+            if "anchor_input_ids" in inputs:
+                seen["alignment"] += [tuple(r[m.bool()].tolist()) for r, m in
+                                      zip(inputs["anchor_input_ids"], inputs["anchor_attention_mask"])]
+            assert not ("labels" in inputs and "anchor_input_ids" in inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    cfg = MidAlignConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", disable_tqdm=True,
+                         save_strategy="no", use_lora=False, per_device_train_batch_size=2,
+                         gradient_accumulation_steps=2, num_train_epochs=1, alternate_streams=streams)
+    train = build_dataset(tokenizer, tasks, pairs, max_length=64, seed=0, streams=streams == "separate")
+    trainer = Recording(model=tiny_model("llama", tokenizer, seed=0, num_layers=2), args=cfg, train_dataset=train,
+                        data_collator=AlignCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+    trainer.train()
+    all_tasks = {tuple(r["input_ids"]) for r in tokenize_task(tokenizer, tasks, 64)}
+    all_anchors = {tuple(r["anchor_input_ids"]) for r in tokenize_pairs(tokenizer, pairs, 64)}
+    assert set(seen["task"]) <= all_tasks and set(seen["alignment"]) <= all_anchors
+    if streams == "separate":  # ceil(9 / 2) = 5 blocks of each kind: 10 micro-batches, 5 steps
+        assert set(seen["task"]) == all_tasks and set(seen["alignment"]) == all_anchors
+        assert len(seen["task"]) == len(seen["alignment"]) == 10 and trainer.state.global_step == 5
+    else:  # 9 shared rows, each feeding the objective of its micro-batch: some examples unused
+        assert len(seen["task"]) + len(seen["alignment"]) == 9
+        assert set(seen["task"]) != all_tasks

@@ -177,7 +177,8 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         if cfg.activation_checkpointing:
             model.enable_input_require_grads()
 
-    train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed)
+    train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed,
+                             streams=cfg.alternate_streams == "separate")
     eval_ds = None
     if eval_tasks or eval_pairs:
         eval_ds = build_dataset(tokenizer, eval_tasks, eval_pairs, max_length=cfg.max_length, seed=cfg.seed,

@@ -6,7 +6,10 @@ Schedules (``AlignConfig.schedule``):
 * ``alternate`` (mid-align): micro-batch ``k`` of the run is a task micro-batch when ``k`` is even
   and an alignment micro-batch when it is odd, ``k = global_step * GA + i`` for the ``i``-th
   micro-batch of an accumulation window (the reference flips a flag before every micro-batch,
-  so with GA = 4 each optimizer step sums [task, align, task, align]).
+  so with GA = 4 each optimizer step sums [task, align, task, align]). With
+  ``alternate_streams="separate"`` the train dataset is a :class:`StreamsDataset` whose sampler
+  lays out blocks of task examples and blocks of pairs in turn, and each micro-batch's objective
+  is the kind it holds.
 * ``joint`` (AFP): ``task_weight * CE + alignment_weight * InfoNCE`` on every micro-batch.
 
 Loss scaling. The task CE comes from ``super().compute_loss(..., num_items_in_batch=...)``, so it
@@ -36,7 +39,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from xlt.align.data import PAIR_KEYS, TASK_KEYS
+from xlt.align.data import PAIR_KEYS, TASK_KEYS, AlternatingStreamsSampler, StreamsDataset
 from xlt.align.layers import layer_states
 from xlt.align.losses import _gather_active, alignment_loss, retrieval_accuracy
 from xlt.align.pooling import pool
@@ -65,8 +68,18 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         self._window_task_batches = 0
 
     # ---- batches -------------------------------------------------------------------------
-    def _objective(self, index: int) -> str:
+    def _objective(self, index: int, batch: dict) -> str:
+        if isinstance(self.train_dataset, StreamsDataset):  # separate streams: the batch says which
+            return "task" if "labels" in batch else "alignment"
         return "task" if index % 2 == 0 else "alignment"
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if isinstance(dataset, StreamsDataset):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return AlternatingStreamsSampler(len(dataset.tasks), len(dataset.pairs), seed=seed,
+                                             block=self._train_batch_size * max(1, self.args.world_size))
+        return super()._get_train_sampler(train_dataset)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Collect a window of micro-batches; in the alternate schedule tag each with its objective
@@ -80,7 +93,7 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         if self.args.schedule == "alternate":
             start = self.state.global_step * self.args.gradient_accumulation_steps
             for i, batch in enumerate(batches):
-                objective = self._objective(start + i)
+                objective = self._objective(start + i, batch)
                 drop = PAIR_KEYS if objective == "task" else TASK_KEYS
                 for key in drop:
                     batch.pop(key, None)
