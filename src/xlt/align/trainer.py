@@ -68,9 +68,7 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         self._window_task_batches = 0
 
     # ---- batches -------------------------------------------------------------------------
-    def _objective(self, index: int, batch: dict) -> str:
-        if isinstance(self.train_dataset, StreamsDataset):  # separate streams: the batch says which
-            return "task" if "labels" in batch else "alignment"
+    def _objective(self, index: int) -> str:
         return "task" if index % 2 == 0 else "alignment"
 
     def _get_train_sampler(self, train_dataset=None):
@@ -93,7 +91,10 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         if self.args.schedule == "alternate":
             start = self.state.global_step * self.args.gradient_accumulation_steps
             for i, batch in enumerate(batches):
-                objective = self._objective(start + i, batch)
+                if isinstance(self.train_dataset, StreamsDataset):  # separate streams: the batch says which
+                    objective = "task" if "labels" in batch else "alignment"
+                else:
+                    objective = self._objective(start + i)
                 drop = PAIR_KEYS if objective == "task" else TASK_KEYS
                 for key in drop:
                     batch.pop(key, None)
