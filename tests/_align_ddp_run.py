@@ -15,7 +15,9 @@ def main(out: str, per_device: int) -> None:
 
     transformers.utils.logging.set_verbosity_error()
     logs = {}
-    for name, preset, extra in (("alternate", "mid-align", dict(alignment_gather=True, gradient_accumulation_steps=2)),
+    alternate = dict(alignment_gather=True, gradient_accumulation_steps=2)
+    for name, preset, extra in (("alternate", "mid-align", alternate),
+                                ("alternate-separate", "mid-align", dict(alternate, alternate_streams="separate")),
                                 ("joint", "afp", dict(packing=False, use_lora=True, learning_rate=1e-3))):
         trainer = train_run(os.path.join(out, name), preset, per_device_train_batch_size=per_device, **extra)
         logs[name] = step_logs(trainer)

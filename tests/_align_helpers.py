@@ -46,7 +46,8 @@ def train_run(output_dir, preset: str = "mid-align", *, n: int = 16, **overrides
     tasks, pairs = tiny_texts(n)
     if cfg.schedule == "task":
         pairs = []
-    train = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=0)
+    train = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=0,
+                          streams=cfg.alternate_streams == "separate")
     evalset = build_dataset(tokenizer, tasks[:8], pairs[:6], max_length=cfg.max_length, seed=0, cycle=False)
     collator = AlignCollator(tokenizer.pad_token_id, packing=cfg.packing, block_size=cfg.max_length,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)

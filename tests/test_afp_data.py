@@ -273,3 +273,24 @@ def test_world_layout_inputs(tmp_path):
     with pytest.raises(DataError, match="same number of items"):
         data_afp_command(["--task-file", str(uneven), "-l", "qaa", "qab", "--language-name", "qaa=A",
                           "--language-name", "qab=B", "-o", str(tmp_path / "u")], "xlt data afp")
+
+
+#: The reference generator's language-name table (its lang_dict), transcribed entry by entry.
+REFERENCE_LANGUAGE_NAMES = {
+    "af": "Afrikaans", "ar": "Arabic", "az": "Azerbaijani", "bn": "Bengali", "cs": "Czech", "de": "German",
+    "en": "English", "es": "Spanish", "et": "Estonian", "fa": "Persian", "fi": "Finnish", "fr": "French",
+    "gl": "Galician", "gu": "Gujarati", "he": "Hebrew", "hi": "Hindi", "hr": "Croatian", "id": "Indonesian",
+    "it": "Italian", "ja": "Japanese", "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "ko": "Korean",
+    "lt": "Lithuanian", "lv": "Latvian", "mk": "Macedonian", "ml": "Malayalam", "mn": "Mongolian",
+    "mr": "Marathi", "my": "Burmese", "ne": "Nepali", "nl": "Dutch", "pl": "Polish", "ps": "Pashto",
+    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "si": "Sinhala", "sl": "Slovene", "sv": "Swedish",
+    "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "th": "Thai", "tl": "Tagalog", "tr": "Turkish",
+    "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "xh": "Xhosa", "zh": "Chinese",
+}
+
+
+def test_language_names_are_the_reference_table_for_all_52_codes():
+    assert len(REFERENCE_LANGUAGE_NAMES) == 52
+    assert afp.LANGUAGE_NAMES == REFERENCE_LANGUAGE_NAMES
+    text, _ = afp.instruction_sample("Reci živjo.", "", "Živjo.", afp.language_name("sl", {}))
+    assert text == "Reci živjo. Answer in Slovene: Živjo."

@@ -27,10 +27,11 @@ def data(tmp_path_factory):
             f.write(json.dumps({"text_parallel_0": p.candidate, "text_parallel_1": p.anchor,
                                 "prefix": t.prompt, "text": t.completion + "</s>"}) + "\n")
     with open(root / "afp.json", "w") as f:
-        for t, p in zip(tasks, pairs):
-            text = t.prompt + " Answer in Qab:" + t.completion
+        for k, (t, p) in enumerate(zip(tasks, pairs)):
+            completion = t.completion if k else ""  # the generators' row for an empty output
+            text = t.prompt + " Answer in Qab:" + completion
             f.write(json.dumps({"sent0": p.anchor, "sent1": p.candidate, "clm_text": text,
-                                "clm_prompt_len": len(text) - len(t.completion)}) + "\n")
+                                "clm_prompt_len": len(text) - len(completion)}) + "\n")
     (root / "empty_side.jsonl").write_text(json.dumps({"src_lang": "qaa", "tgt_lang": "qab", "src": "a cat",
                                                        "tgt": "  "}) + "\n")
     (root / "no_completion.jsonl").write_text(json.dumps({"lang": "qaa", "prompt": "Q: x"}) + "\n")
@@ -129,15 +130,16 @@ def test_example_configs_parse_with_the_papers_settings(tmp_path):
     from xlt.config import parse_dataclasses
 
     examples = Path(__file__).resolve().parents[1] / "examples"
-    expected = {"mid-align-llama3-8b.yaml": ("mid-align", 16, 0.1), "mid-align-qwen2.5-7b.yaml": ("mid-align", 16, 0.1),
-                "sft-llama3-8b.yaml": ("sft", None, 0.1), "afp-xglm-564m.yaml": ("afp", 1, 0.05)}
+    expected = {"recipes/mid-align-llama3-8b.yaml": ("mid-align", 16, 0.1),
+                "recipes/mid-align-qwen2.5-7b.yaml": ("mid-align", 16, 0.1),
+                "sft-llama3-8b.yaml": ("sft", None, 0.1), "recipes/afp-xglm-564m.yaml": ("afp", 1, 0.05)}
     for name, (preset, layer, tau) in expected.items():
         values = yaml.safe_load((examples / name).read_text())
         if "deepspeed" in values:  # shipped, valid JSON; deepspeed itself is not installed here
             json.loads((examples.parent / values.pop("deepspeed")).read_text())
         for key in ("bf16", "tf32"):  # need a GPU
             values.pop(key, None)
-        path = tmp_path / name
+        path = tmp_path / Path(name).name
         path.write_text(yaml.safe_dump(values))
         data, cfg = parse_dataclasses([AlignDataArguments, PRESETS[preset]], ["--config", str(path)], prog=name)
         assert cfg.preset == preset and cfg.alignment_layer == layer and cfg.alignment_temperature == tau
@@ -157,3 +159,20 @@ def test_same_seed_same_adapter_bytes(tiny_llama_dir, data, tmp_path, capsys):
                      "--save_strategy", "no", *COMMON]) == 0, capsys.readouterr().err[-2000:]
         outs.append((out / "adapter_model.safetensors").read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_separate_alternate_streams_from_the_command_line(tiny_llama_dir, data, tmp_path, capsys):
+    from xlt.align.config import AFPConfig
+    from xlt.cli import main
+    from xlt.errors import ConfigError
+
+    out = tmp_path / "streams"
+    status = main(["train", "mid-align", "--model", str(tiny_llama_dir), "--train_file", str(data / "train.jsonl"),
+                   "--parallel_file", str(data / "pairs.jsonl"), "--alternate_streams", "separate",
+                   "--max_steps", "2", "--gradient_accumulation_steps", "2", "--output_dir", str(out), *COMMON])
+    assert status == 0, capsys.readouterr().err[-2000:]
+    history = json.loads((out / "log_history.json").read_text())
+    assert all("task_loss" in h and "alignment_loss" in h for h in history if "loss" in h and "step" in h)
+    assert json.loads((out / "train_config.json").read_text())["alternate_streams"] == "separate"
+    with pytest.raises(ConfigError, match="needs the alternate schedule"):
+        AFPConfig(output_dir=str(tmp_path / "afp"), alternate_streams="separate")

@@ -26,11 +26,33 @@ def test_detect_and_read_reference_rows():
     ({"text_parallel_0": "a", "text_parallel_1": "b", "prefix": "p"}, "mid-align", "text"),
     ({"text_parallel_0": "a", "text_parallel_1": "b", "prefix": "p", "text": " "}, "mid-align", "text"),
     ({"sent0": " ", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 1}, "afp", "sent0"),
-    ({"sent0": "a", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 3}, "afp", "clm_prompt_len"),
+    ({"sent0": "a", "sent1": "b", "clm_text": "abc", "clm_prompt_len": 4}, "afp", "clm_prompt_len"),
+    ({"sent0": "a", "sent1": "b", "clm_text": "abc", "clm_prompt_len": -1}, "afp", "clm_prompt_len"),
 ])
 def test_bad_reference_rows_name_the_field(row, fmt, field):
     with pytest.raises(DataError, match=f"f.json:7: field '{field}'"):
         reference_row(row, fmt, path="f.json", line=7)
+
+
+def test_afp_rows_with_an_empty_response_train_on_their_special_tokens_only(bpe_tokenizer):
+    # both reference generators write clm_prompt_len == len(clm_text) when an output is empty;
+    # the reference packs such a document with labels on its BOS / EOS tokens only
+    text = "Say hi. Answer in German: "
+    task, _ = reference_row({"sent0": "Hello", "sent1": "Hallo", "clm_text": text, "clm_prompt_len": len(text)},
+                            "afp", path="f.json", line=3)
+    assert task == TaskText(text, "", append_eos=False)
+    other = TaskText("Q: one", " two")
+    rows = build_dataset(bpe_tokenizer, [other, task], [], max_length=64)
+    collator = AlignCollator(bpe_tokenizer.pad_token_id, packing=True, block_size=512,
+                             bos_token_id=bpe_tokenizer.bos_token_id, eos_token_id=bpe_tokenizer.eos_token_id)
+    batch = collator([rows[0], rows[1]])
+    doc = bpe_tokenizer(text)["input_ids"]
+    first = bpe_tokenizer(other.prompt + other.completion)["input_ids"] + [bpe_tokenizer.eos_token_id]
+    assert batch["input_ids"][0].tolist() == first + doc
+    specials = {bpe_tokenizer.bos_token_id, bpe_tokenizer.eos_token_id}
+    assert batch["labels"][0, len(first):].tolist() == [t if t in specials else -100 for t in doc]
+    assert batch["labels"][0, len(first)] == bpe_tokenizer.bos_token_id
+    assert set(rows[1]["labels"]) == {-100}  # padded instead of packed: no label at all
 
 
 def test_task_tokens_mask_the_prompt_and_end_with_eos(bpe_tokenizer):
@@ -100,3 +122,31 @@ def test_completion_only_loss_false_puts_the_loss_on_every_token(bpe_tokenizer):
     assert abs(batch_loss(True) - full) > 1e-3
     (row,) = tokenize_task(bpe_tokenizer, examples[:1], 64, completion_only_loss=False)
     assert row["labels"] == row["input_ids"] and row["prompt_length"] == 0
+
+
+def test_separate_streams_use_every_example_and_pair_each_epoch_in_alternating_blocks():
+    from torch.utils.data import BatchSampler
+
+    from xlt.align.data import AlternatingStreamsSampler
+
+    n_tasks, n_pairs, batch, world = 7, 3, 2, 2
+    sampler = AlternatingStreamsSampler(n_tasks, n_pairs, block=batch * world, seed=5)
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == 2 * 2 * batch * world  # ceil(7 / 4) = 2 blocks per stream
+        tasks = [i for i in order if i < n_tasks]
+        pairs = [i - n_tasks for i in order if i >= n_tasks]
+        assert set(tasks) == set(range(n_tasks)) and set(pairs) == set(range(n_pairs))
+        assert len(tasks) == len(pairs) == 8
+    assert sampler.indices(0) != sampler.indices(1) and sampler.indices(1) == list(sampler)
+    # the batches accelerate deals to each process: micro-batch k holds one kind on every process
+    from accelerate.data_loader import BatchSamplerShard
+
+    sampler.set_epoch(0)
+    per_process = [list(BatchSamplerShard(BatchSampler(sampler, batch, drop_last=False), world, rank))
+                   for rank in range(world)]
+    for k in range(len(per_process[0])):
+        for p in per_process:  # each batch is all tasks or all pairs ...
+            assert all(i < n_tasks for i in p[k]) or not any(i < n_tasks for i in p[k])
+        assert {p[k][0] < n_tasks for p in per_process} == {k % 2 == 0}  # ... and the same kind everywhere

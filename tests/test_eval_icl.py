@@ -369,6 +369,14 @@ def test_shipped_templates_load_and_render():
                     "question": "cause"}, 0)
     prefix, choices, suffix = xcopa.parts(xcopa.prompt_for("en"), item.fields, demo=False)
     assert prefix + choices[0] + suffix == "cause: The man fell because He slipped."
+    # the reference's words and its single template ("{question}: {premise} {conjunction} {label}")
+    reference_words = {"zh": {"cause": ("起因", "因为"), "effect": ("影响", "所以")},
+                       "ar": {"cause": ("السبب", "لأن"), "effect": ("تأثير", "لذا")}}
+    for lang, words in reference_words.items():
+        for question, (question_word, conjunction) in words.items():
+            fields = {"premise": "P", "choice1": "A", "choice2": "B", "question": question}
+            prefix, choices, suffix = xcopa.parts(xcopa.prompt_for(lang), RawItem(fields, 0).fields, demo=False)
+            assert prefix + choices[1] + suffix == f"{question_word}: P {conjunction} B"
     wino = load_template("xwinograd")
     assert wino.split == "after_choice" and wino.prompt_for("ja") is wino.prompt_for("fr")
 

@@ -145,3 +145,26 @@ def test_cli_errors_are_one_line(xlt_cli, tmp_path):
     result = xlt_cli("eval", "mt", "--data", data, "--model", tmp_path, "--directions", "eng-fra",
                      env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 2 and "has no 'eng-fra' pairs" in result.stderr
+
+
+@pytest.mark.parametrize("options,limit", [
+    ({}, lambda width: 200),                                    # fairseq-generate: a = 0, b = 200
+    ({"max_len_a": 1.5, "max_len_b": 3}, lambda width: int(1.5 * width + 3)),
+    ({"max_new_tokens": 7}, lambda width: 7),
+])
+def test_generation_length_limit_is_fairseqs_by_default(tiny_translation_model, monkeypatch, options, limit):
+    from xlt.eval.mt import encode_texts, translate_many
+
+    model, tokenizer = tiny_translation_model
+    items = [("The cat sat on the mat.", "eng_Latn", "deu_Latn"), ("Hello.", "fra_Latn", "eng_Latn")]
+    seen = []
+    real = model.generate
+
+    def recording(**kwargs):
+        seen.append((kwargs["input_ids"].shape[1], kwargs["max_new_tokens"]))
+        return real(**{**kwargs, "max_new_tokens": 2})
+
+    monkeypatch.setattr(model, "generate", recording)
+    translate_many(model, tokenizer, items, num_beams=1, batch_size=8, **options)
+    width = max(len(encode_texts(tokenizer, [text], src, 256)[0]) for text, src, _ in items)
+    assert seen == [(width, limit(width))]

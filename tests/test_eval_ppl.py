@@ -20,8 +20,12 @@ def test_scored_positions_of_the_paper_geometry():
     assert [(w.start, w.stop - 1) for w in windows[:3]] == [(385, 512), (513, 640), (641, 768)]
     # consecutive windows tile the stream: every target after 384 scored exactly once
     scored = [t for w in windows for t in w]
-    assert scored == list(range(385, 385 + len(scored)))
+    assert scored == list(range(385, 2000))  # up to the last token: the final partial window too
     assert window_starts(513, 512, 128) == [0] and window_starts(512, 512, 128) == []
+    # 1,000 tokens: full windows 0..3 (starts 0..384) score 385..896; window 4 (start 512) ends at
+    # token 999, inside its scored slots 897..1024, so it scores 897..999
+    assert [(w.start, w.stop - 1) for w in scored_targets(1000, 512, 128)][-2:] == [(769, 896), (897, 999)]
+    assert len(scored_targets(897, 512, 128)) == 4  # the stream ends before window 4 scores anything
 
 
 def test_metric_formulas():
@@ -45,14 +49,17 @@ def test_sliding_window_matches_a_direct_computation(tiny_gpt2):
     context, last_n = 16, 4
     got = sliding_window_perplexity(tiny_gpt2, ids, context=context, last_n=last_n, batch_size=3)
     total, count = 0.0, 0
-    for start in range(0, 100 - context, last_n):
-        x = ids[start:start + context].unsqueeze(0)
+    # 21 full windows (starts 0..80) score targets 13..96; the stream ends inside window 21
+    # (start 84, scored slots 97..100), whose real targets 97, 98, 99 are scored as well
+    for start in range(0, 88, last_n):
+        x = ids[start:min(start + context, 99)].unsqueeze(0)
         with torch.no_grad():
             logp = torch.log_softmax(tiny_gpt2(x).logits[0], -1)
         for pos in range(context - last_n, context):
-            total -= float(logp[pos, ids[start + pos + 1]])
-            count += 1
-    assert got["n_tokens"] == count == 21 * 4
+            if start + pos + 1 < 100:
+                total -= float(logp[pos, ids[start + pos + 1]])
+                count += 1
+    assert got["n_tokens"] == count == 21 * 4 + 3 and got["n_windows"] == 22
     assert got["ppl"] == pytest.approx(math.exp(total / count), rel=1e-5)
     ignored = sliding_window_perplexity(tiny_gpt2, ids, context=context, last_n=last_n, ignore_ids=[int(ids[16])])
     assert ignored["n_tokens"] < got["n_tokens"]

@@ -223,3 +223,21 @@ def test_causal_trainer_smooths_the_shifted_labels(bpe_tokenizer, tmp_path):
     trainer.save_model(str(tmp_path / "saved"))
     again = load_lslo(tiny_model("llama", bpe_tokenizer, seed=0), tmp_path / "saved")
     assert again.lslo_config.decoder_directions == ["src", "src", "tgt", "tgt"]
+
+
+@pytest.mark.parametrize("state_epoch,one_based", [(0.0, 1), (1.0, 2), (1.4, 2), (1.6, 2), (2.0, 3), (2.5, 3)])
+def test_pruning_callback_uses_the_epoch_that_holds_a_resumed_step(state_epoch, one_based):
+    # the Trainer calls on_epoch_begin with the checkpoint's fractional epoch when it resumes
+    # mid-epoch: 1.6 is inside the second epoch, whose ratio is pruning_ratio(2, ...), not (3, ...)
+    from transformers import TrainerState
+
+    from xlt.lslo.trainer import PruningCallback
+
+    seen = []
+
+    class Recorder:
+        def begin_epoch(self, model, epoch):
+            seen.append(epoch)
+
+    PruningCallback(Recorder()).on_epoch_begin(None, TrainerState(epoch=state_epoch), None, model=object())
+    assert seen == [one_based]

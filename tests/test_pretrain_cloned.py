@@ -106,6 +106,9 @@ def test_merge_vocabularies_rules():
     assert disjoint[2] == 8 and size == 13  # <D> -> 2 + V, as FR <D> -> 16386 in the paper
     with pytest.raises(ConfigError, match="merge_vocab"):
         merge_vocabularies(l1, l2, "shared")
+    # a shared (special) L2 id maps to the L1 id of the same text; one L1 lacks is merged as usual
+    l2_specials = {"<s>": 0, "▁le": 1, "<pad>": 2}
+    assert merge_vocabularies(l1, l2_specials, "disjoint", shared_ids=[0, 2])[0] == [0 + 6, 1 + 6, 0]
     bilingual = LanguageMap.bilingual(l1, l2, "anchored")
     ids = torch.tensor([3, 5, 6, 0])
     assert bilingual.map_ids(ids, "L2").tolist() == [6, 7, 3, 0]

@@ -167,3 +167,34 @@ def test_yaml_config_with_command_line_overrides(world, tmp_path):
     assert config.learning_rate == 6e-4 and config.adam_beta2 == 0.95 and config.max_grad_norm == 0.0
     with pytest.raises(ConfigError, match="starts at 0.1 but the given probability is 0.3"):
         parse_dataclasses([PretrainConfig], ["--config", str(yaml_file), "--p_clone", "0.3"], prog="xlt pretrain")
+
+
+def _gpt2_style_tokenizer():
+    """A word-level tokenizer whose id 0 is a real token ("!"), specials at the end, as in GPT-2."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["!", "a", "b", "c", "d", "<unk>", "<|endoftext|>", "<pad>"]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", pad_token="<pad>")
+
+
+@pytest.mark.parametrize("make_tokenizer", [small_tokenizer, _gpt2_style_tokenizer])
+def test_cloned_and_bilingual_maps_keep_exactly_the_tokenizer_special_ids(tmp_path, make_tokenizer):
+    tokenizer = make_tokenizer()
+    vocab = tokenizer.get_vocab()
+    specials = {vocab[t] for t in (tokenizer.unk_token, tokenizer.eos_token, tokenizer.bos_token,
+                                   tokenizer.pad_token) if t is not None}
+    ids = torch.arange(len(tokenizer))
+    world = {"corpus": tmp_path / "c.txt", "root": tmp_path}
+    cloned = build_language_map(_config(world, tmp_path / "run"), tokenizer)
+    unchanged = set(ids[cloned.map_ids(ids, "L2") == ids].tolist())
+    assert unchanged == specials
+    again = cloned.from_dict(json.loads(json.dumps(cloned.to_dict())))  # as saved in languages.json
+    assert torch.equal(again.map_ids(ids, "L2"), cloned.map_ids(ids, "L2"))
+    # a real second language written with the same tokenizer: the same ids are shared
+    bilingual = build_language_map(_config(world, tmp_path / "run", n_clones=0, corpus_l2=[str(world["corpus"])]),
+                                   tokenizer, tokenizer)
+    assert set(ids[bilingual.map_ids(ids, "L2") == ids].tolist()) == specials

@@ -33,9 +33,9 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from xlt.errors import ConfigError, DataError
 
-#: English names of the 52 Bactrian-X languages; the target language is named in English in
-#: the prompt ("Answer in German:"). en, zh, de and sw are the reference's names; the others
-#: are the usual English names and can be overridden (``language_names=``).
+#: English names of the 52 Bactrian-X languages, the reference generator's table entry for entry
+#: (``sl`` is "Slovene"), so that the prompts ("Answer in German:") are byte-identical; a name
+#: can be overridden (``language_names=``).
 LANGUAGE_NAMES: dict[str, str] = {
     "af": "Afrikaans", "ar": "Arabic", "az": "Azerbaijani", "bn": "Bengali", "cs": "Czech",
     "de": "German", "en": "English", "es": "Spanish", "et": "Estonian", "fa": "Persian",
@@ -44,7 +44,7 @@ LANGUAGE_NAMES: dict[str, str] = {
     "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "ko": "Korean", "lt": "Lithuanian",
     "lv": "Latvian", "mk": "Macedonian", "ml": "Malayalam", "mn": "Mongolian", "mr": "Marathi",
     "my": "Burmese", "ne": "Nepali", "nl": "Dutch", "pl": "Polish", "ps": "Pashto",
-    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "si": "Sinhala", "sl": "Slovenian",
+    "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "si": "Sinhala", "sl": "Slovene",
     "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "th": "Thai",
     "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese",
     "xh": "Xhosa", "zh": "Chinese",

@@ -30,6 +30,8 @@ _EXPORTS = {
     "AlignTrainer": "xlt.align.trainer",
     "AlignCollator": "xlt.align.data",
     "AlignDataset": "xlt.align.data",
+    "StreamsDataset": "xlt.align.data",
+    "AlternatingStreamsSampler": "xlt.align.data",
 }
 
 __all__ = sorted(_EXPORTS)

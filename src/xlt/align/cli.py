@@ -178,7 +178,8 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
             model.enable_input_require_grads()
 
     train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed,
-                             completion_only_loss=cfg.completion_only_loss)
+                             completion_only_loss=cfg.completion_only_loss,
+                             streams=cfg.alternate_streams == "separate")
     eval_ds = None
     if eval_tasks or eval_pairs:
         eval_ds = build_dataset(tokenizer, eval_tasks, eval_pairs, max_length=cfg.max_length, seed=cfg.seed,

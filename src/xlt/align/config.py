@@ -16,6 +16,7 @@ from xlt.align.pooling import POOLING_METHODS
 from xlt.errors import ConfigError
 
 SCHEDULES = ("task", "alternate", "joint")
+ALTERNATE_STREAMS = ("shared", "separate")
 ANCHOR_SIDES = ("src", "tgt")
 
 
@@ -35,6 +36,12 @@ class AlignConfig(TrainingArguments):
                 "(mid-align, flipped before every micro-batch); joint: task_weight * CE + "
                 "alignment_weight * InfoNCE on every micro-batch (AFP)",
         "choices": list(SCHEDULES)})
+    alternate_streams: str = field(default="shared", metadata={
+        "help": "alternate schedule: shared = one stream of rows holding a task example and a pair, "
+                "each row feeding its micro-batch's objective (the reference: about half of each per "
+                "epoch); separate = task and alignment micro-batches drawn from two shuffled streams, "
+                "every example and every pair each epoch (twice the micro-batches per epoch)",
+        "choices": list(ALTERNATE_STREAMS)})
     alignment_layer: int | None = field(default=None, metadata={
         "help": "decoder block whose output is aligned (1-based; 0 = input to the first block; "
                 "num_layers = last block before the final norm). Default: num_layers // 2"})
@@ -90,6 +97,10 @@ class AlignConfig(TrainingArguments):
         if self.alignment_pooling not in POOLING_METHODS:
             raise ConfigError(f"alignment_pooling must be one of {', '.join(POOLING_METHODS)}, "
                               f"got {self.alignment_pooling!r}")
+        if self.alternate_streams not in ALTERNATE_STREAMS:
+            raise ConfigError(f"alternate_streams must be shared or separate, got {self.alternate_streams!r}")
+        if self.alternate_streams == "separate" and self.schedule != "alternate":
+            raise ConfigError(f"alternate_streams=separate needs the alternate schedule, not {self.schedule!r}")
         if self.alignment_anchors not in ANCHOR_SIDES:
             raise ConfigError(f"alignment_anchors must be src or tgt, got {self.alignment_anchors!r}")
         t = self.alignment_temperature

@@ -79,7 +79,8 @@ def reference_row(row: Any, fmt: str, *, path=None, line=None, item=None) -> tup
 
     ``mid-align``: ``{text_parallel_0, text_parallel_1, prefix, text}`` (JSON Lines; the task part
     may be absent for an alignment-only file). ``afp``: ``{sent0, sent1, clm_text, clm_prompt_len}``
-    (``clm_prompt_len`` counts characters of ``clm_text``).
+    (``clm_prompt_len`` counts characters of ``clm_text``; it may equal ``len(clm_text)``: an
+    empty response, whose only supervised tokens are the BOS / EOS tokens under packing).
     """
     where = dict(path=path, line=line, item=item)
     if not isinstance(row, dict):
@@ -97,8 +98,10 @@ def reference_row(row: Any, fmt: str, *, path=None, line=None, item=None) -> tup
             return None, pair
         text = _text(row, "clm_text", where)
         length = row.get("clm_prompt_len")
-        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length < len(text):
-            raise DataError(f"expected an integer in 0..{len(text) - 1} (characters of clm_text before "
+        # length == len(text) is an empty response: both reference generators write such rows when
+        # an instruction's output is empty, and the reference trains on them (special tokens only)
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= len(text):
+            raise DataError(f"expected an integer in 0..{len(text)} (characters of clm_text before "
                             f"the response), got {length!r}", field="clm_prompt_len", **where)
         return TaskText(text[:length], text[length:], append_eos=False), pair
     raise ValueError(f"unknown reference format {fmt!r}")
@@ -156,8 +159,10 @@ class AlignDataset(torch.utils.data.Dataset):
     With both kinds, row ``i`` holds task example ``i`` and pair ``i`` (the reference's combined
     rows; the mid-align reference). When the two lists differ in length, the shorter one is cycled
     through seeded permutations up to the length of the longer one, so every example and every
-    pair is used at least once per epoch. ``pairs`` keeps the distinct tokenised pairs (used for
-    retrieval accuracy).
+    pair is in at least one row per epoch. A row feeds both objectives in the ``joint`` schedule
+    but only its micro-batch's objective in the ``alternate`` one (about half of each list per
+    epoch; :class:`StreamsDataset` uses all of both). ``pairs`` keeps the distinct tokenised
+    pairs (used for retrieval accuracy).
     """
 
     def __init__(self, tasks: list[dict], pairs: list[dict], *, seed: int = 0, cycle: bool = True):
@@ -186,6 +191,75 @@ class AlignDataset(torch.utils.data.Dataset):
         return row
 
 
+class StreamsDataset(torch.utils.data.Dataset):
+    """Task examples and pairs as two streams, for the alternate schedule with separate streams.
+
+    Index ``i < len(tasks)`` is a row holding task example ``i`` only; index ``len(tasks) + j`` a
+    row holding pair ``j`` only. :class:`AlternatingStreamsSampler` orders them into task and
+    alignment micro-batches.
+    """
+
+    def __init__(self, tasks: list[dict], pairs: list[dict]):
+        if not tasks or not pairs:
+            raise DataError("separate alternate streams need both task examples and parallel pairs")
+        self.tasks, self.pairs = tasks, pairs
+
+    def __len__(self) -> int:
+        return len(self.tasks) + len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        return dict(self.tasks[i]) if i < len(self.tasks) else dict(self.pairs[i - len(self.tasks)])
+
+
+class AlternatingStreamsSampler(torch.utils.data.Sampler):
+    """Indices of a :class:`StreamsDataset` in blocks of ``block`` = batch size x processes:
+    a block of task examples, a block of pairs, a block of task examples, ...
+
+    Each epoch shuffles both streams (a generator seeded with ``(seed, epoch)``) and cycles the
+    shorter one through fresh permutations up to ``M * block`` items, ``M = ceil(max(n_tasks,
+    n_pairs) / block)``; a stream's last block is completed the same way. So every task example
+    and every pair is used at least once per epoch, an epoch has ``2 M`` blocks, and, since
+    ``accelerate`` deals the batches of a block out to the processes one each, micro-batch ``k``
+    of every process holds the same kind (task for even ``k``).
+    """
+
+    def __init__(self, n_tasks: int, n_pairs: int, *, block: int, seed: int = 0):
+        if n_tasks < 1 or n_pairs < 1 or block < 1:
+            raise DataError(f"separate alternate streams need task examples, pairs and a block >= 1, "
+                            f"got {n_tasks}, {n_pairs} and {block}")
+        self.n_tasks, self.n_pairs, self.block = n_tasks, n_pairs, block
+        self.seed = int(seed)
+        self.blocks = -(-max(n_tasks, n_pairs) // block)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of ``epoch`` (0-based, as the Trainer counts)."""
+        self.epoch = int(epoch)
+
+    def indices(self, epoch: int | None = None) -> list[int]:
+        """The dataset indices of ``epoch`` (default: the current one), in training order."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        length = self.blocks * self.block
+        streams = []
+        for count, offset in ((self.n_tasks, 0), (self.n_pairs, self.n_tasks)):
+            order: list[int] = []
+            while len(order) < length:
+                order.extend(int(i) + offset for i in torch.randperm(count, generator=generator))
+            streams.append(order[:length])
+        out: list[int] = []
+        for q in range(self.blocks):
+            for stream in streams:
+                out.extend(stream[q * self.block:(q + 1) * self.block])
+        return out
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return 2 * self.blocks * self.block
+
+
 def _cycled(count: int, length: int, rng: random.Random) -> list[int] | None:
     if count == 0:
         return None
@@ -200,15 +274,19 @@ def _cycled(count: int, length: int, rng: random.Random) -> list[int] | None:
 
 
 def build_dataset(tokenizer, tasks: Iterable[TaskText], pairs: Iterable[PairText], *, max_length: int,
-                  seed: int = 0, cycle: bool = True, completion_only_loss: bool = True) -> AlignDataset:
+                  seed: int = 0, cycle: bool = True, completion_only_loss: bool = True,
+                  streams: bool = False) -> AlignDataset | StreamsDataset:
     """Tokenise ``tasks`` and ``pairs`` and zip them into an :class:`AlignDataset`.
 
     ``cycle=False`` (evaluation) uses every example and pair exactly once instead of cycling the
     shorter list (repeated pairs in a batch would be false negatives). ``completion_only_loss``:
-    see :func:`tokenize_task`.
+    see :func:`tokenize_task`. ``streams=True`` keeps them apart in a :class:`StreamsDataset`
+    (the alternate schedule's separate streams).
     """
-    return AlignDataset(tokenize_task(tokenizer, list(tasks), max_length,
-                                      completion_only_loss=completion_only_loss),
+    task_rows = tokenize_task(tokenizer, list(tasks), max_length, completion_only_loss=completion_only_loss)
+    if streams:
+        return StreamsDataset(task_rows, tokenize_pairs(tokenizer, list(pairs), max_length))
+    return AlignDataset(task_rows,
                         tokenize_pairs(tokenizer, list(pairs), max_length), seed=seed, cycle=cycle)
 
 

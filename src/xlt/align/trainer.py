@@ -6,7 +6,10 @@ Schedules (``AlignConfig.schedule``):
 * ``alternate`` (mid-align): micro-batch ``k`` of the run is a task micro-batch when ``k`` is even
   and an alignment micro-batch when it is odd, ``k = global_step * GA + i`` for the ``i``-th
   micro-batch of an accumulation window (the reference flips a flag before every micro-batch,
-  so with GA = 4 each optimizer step sums [task, align, task, align]).
+  so with GA = 4 each optimizer step sums [task, align, task, align]). With
+  ``alternate_streams="separate"`` the train dataset is a :class:`StreamsDataset` whose sampler
+  lays out blocks of task examples and blocks of pairs in turn, and each micro-batch's objective
+  is the kind it holds.
 * ``joint`` (AFP): ``task_weight * CE + alignment_weight * InfoNCE`` on every micro-batch.
 
 Loss scaling. The task CE comes from ``super().compute_loss(..., num_items_in_batch=...)``, so it
@@ -21,9 +24,11 @@ processes.
 
 Logging. ``task_loss`` and ``alignment_loss`` are the means, over the micro-batches (of every
 process) that computed them since the last log, of each loss as computed on its micro-batch
-(unweighted). Evaluation logs ``eval_task_loss``, ``eval_alignment_loss``, ``eval_loss`` (=
-task_weight * CE + alignment_weight * InfoNCE, used for model selection as in the reference)
-and ``eval_alignment_retrieval_accuracy`` (anchor -> candidate retrieval over the distinct dev
+(unweighted). Evaluation logs ``eval_task_loss`` (the token-mean CE over the dev task examples),
+``eval_alignment_loss`` (the mean over dev anchors of InfoNCE within their evaluation batch),
+``eval_loss`` (= task_weight * eval_task_loss + alignment_weight * eval_alignment_loss, used for
+model selection as in the reference, whatever the lengths of the dev task and pair lists) and
+``eval_alignment_retrieval_accuracy`` (anchor -> candidate retrieval over the distinct dev
 pairs).
 """
 
@@ -34,7 +39,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from xlt.align.data import PAIR_KEYS, TASK_KEYS
+from xlt.align.data import PAIR_KEYS, TASK_KEYS, AlternatingStreamsSampler, StreamsDataset
 from xlt.align.layers import layer_states
 from xlt.align.losses import _gather_active, alignment_loss, retrieval_accuracy
 from xlt.align.pooling import pool
@@ -66,6 +71,14 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
     def _objective(self, index: int) -> str:
         return "task" if index % 2 == 0 else "alignment"
 
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if isinstance(dataset, StreamsDataset):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return AlternatingStreamsSampler(len(dataset.tasks), len(dataset.pairs), seed=seed,
+                                             block=self._train_batch_size * max(1, self.args.world_size))
+        return super()._get_train_sampler(train_dataset)
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Collect a window of micro-batches; in the alternate schedule tag each with its objective
         and drop the fields it does not use, so only task micro-batches count label tokens."""
@@ -78,7 +91,10 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         if self.args.schedule == "alternate":
             start = self.state.global_step * self.args.gradient_accumulation_steps
             for i, batch in enumerate(batches):
-                objective = self._objective(start + i)
+                if isinstance(self.train_dataset, StreamsDataset):  # separate streams: the batch says which
+                    objective = "task" if "labels" in batch else "alignment"
+                else:
+                    objective = self._objective(start + i)
                 drop = PAIR_KEYS if objective == "task" else TASK_KEYS
                 for key in drop:
                     batch.pop(key, None)
@@ -107,7 +123,12 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
             ce, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                num_items_in_batch=num_items_in_batch if training else None)
             by_window = training and self.model_accepts_loss_kwargs and num_items_in_batch is not None
-            self._record(split, "task_loss", self._micro_batch_ce(ce, inputs["labels"], num_items_in_batch, by_window))
+            if training:
+                self._record(split, "task_loss", self._micro_batch_ce(ce, inputs["labels"], num_items_in_batch,
+                                                                      by_window))
+            else:  # the dev set's CE: every label token weighs the same, whatever the batching
+                tokens = inputs["labels"][..., 1:].ne(-100).sum()
+                self._record(split, "task_loss", (torch.where(tokens > 0, ce.detach(), 0.0), tokens))
             if by_window:  # normalised over the window's task tokens (and rescaled for DDP)
                 share = self._window_task_batches / window if cfg.schedule == "alternate" else 1.0
                 ce = ce * share
@@ -116,7 +137,9 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
             loss = cfg.task_weight * ce
         if do_align:
             align = self._alignment_loss(model, pair, training)
-            self._record(split, "alignment_loss", align.detach())
+            # evaluation: the mean over dev anchors (each scored against the candidates of its batch)
+            self._record(split, "alignment_loss", align.detach() if training else
+                         (align.detach(), torch.tensor(pair["anchor_input_ids"].shape[0])))
             term = cfg.alignment_weight * align / window
             if training and cfg.alignment_gather and _gather_active():
                 # every process holds the same global value but the gradient of its own rows only;
@@ -217,8 +240,16 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         self._metrics["eval"] = {}
         output = super().evaluation_loop(dataloader, description, prediction_loss_only=True,
                                          ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        for name, value in self._pop_metrics("eval").items():
+        losses = self._pop_metrics("eval")
+        for name, value in losses.items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
+        if losses:
+            # The Trainer's eval_loss is a mean of per-batch sums; rows past the shorter dev list
+            # carry one objective only, so that mean drifts toward it. Sum the two dev means instead.
+            cfg = self.args
+            output.metrics[f"{metric_key_prefix}_loss"] = (
+                cfg.task_weight * losses.get("task_loss", 0.0)
+                + (cfg.alignment_weight * losses.get("alignment_loss", 0.0) if cfg.schedule != "task" else 0.0))
         pairs = getattr(getattr(dataloader, "dataset", None), "pairs", None)
         if self.args.schedule != "task" and pairs:
             output.metrics[f"{metric_key_prefix}_alignment_retrieval_accuracy"] = self.retrieval_accuracy(pairs)

@@ -177,8 +177,26 @@ def translate(model, tokenizer, sources: Sequence[str], src_lang: str, tgt_lang:
     return translate_many(model, tokenizer, [(text, src_lang, tgt_lang) for text in sources], **kwargs)
 
 
+#: fairseq-generate's defaults (the LSLo reference's evaluation): at most ``a * src_len + b``
+#: generated tokens, the EOS marker excluded.
+FAIRSEQ_MAX_LEN_A = 0.0
+FAIRSEQ_MAX_LEN_B = 200
+
+
+def generation_limit(src_len: int, max_len_a: float = FAIRSEQ_MAX_LEN_A, max_len_b: int = FAIRSEQ_MAX_LEN_B) -> int:
+    """fairseq-generate's length limit, ``int(max_len_a * src_len + max_len_b)`` tokens after the
+    target-language tag, for a batch whose padded source is ``src_len`` tokens wide.
+
+    fairseq then forces EOS; ``generate(max_new_tokens=...)`` stops without it, which leaves
+    the same words. The defaults (a = 0, b = 200) allow 200 tokens whatever the source length.
+    """
+    return int(max_len_a * src_len + max_len_b)
+
+
 def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, num_beams: int = 5,
-                   batch_size: int = 16, max_new_tokens: int = 128, max_source_length: int = 256,
+                   batch_size: int = 16, max_new_tokens: int | None = None,
+                   max_len_a: float = FAIRSEQ_MAX_LEN_A, max_len_b: int = FAIRSEQ_MAX_LEN_B,
+                   max_source_length: int = 256,
                    lslo_languages: Sequence[str] | None = None,
                    progress: Callable[[int], None] | None = None,
                    prompt: TranslationPrompt | None = None) -> list[str]:
@@ -190,7 +208,10 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
 
     The decoder starts with ``[decoder_start, tgt_lang]`` for every example, which is what
     ``forced_bos_token_id`` produces for a single direction (the forced token scores 0) but works
-    per example; ``max_new_tokens`` counts the tokens after the language tag. With
+    per example. Generation stops after ``max_new_tokens`` tokens after the language tag (the
+    continuation of a decoder-only prompt), or by default after fairseq-generate's
+    :func:`generation_limit` ``int(max_len_a * src_len + max_len_b)`` (200 tokens), ``src_len``
+    being the batch's padded source width (decoder-only: the prompts'). With
     ``lslo_languages`` (an :class:`~xlt.lslo.LSLoModel`'s inventory) each example is routed by its
     own source and target language. Batches are sorted by length (order restored afterwards);
     beam search with length penalty 1.0, as the reference's fairseq-generate.
@@ -200,12 +221,17 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "generate"):
         raise ModelError(f"MT evaluation needs a generative model; got {type(model).__name__}")
-    if num_beams < 1 or batch_size < 1 or max_new_tokens < 1:
+    if num_beams < 1 or batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
         raise ConfigError("num_beams, batch_size and max_new_tokens must be >= 1")
+    if not max_len_a >= 0 or max_len_b < 0 or (max_len_a == 0 and max_len_b == 0):
+        raise ConfigError(f"max_len_a and max_len_b must be >= 0 and allow a token, got {max_len_a} and {max_len_b}")
+
+    def limit(width: int) -> int:
+        return max_new_tokens if max_new_tokens is not None else max(1, generation_limit(width, max_len_a, max_len_b))
     index = _lslo_index(items, lslo_languages)
     if not getattr(config, "is_encoder_decoder", False):
         return _translate_causal(model, tokenizer, items, prompt or TranslationPrompt(), index,
-                                 num_beams=num_beams, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                 num_beams=num_beams, batch_size=batch_size, limit=limit,
                                  max_source_length=max_source_length, progress=progress)
     encoded: list[list[int]] = [[] for _ in items]
     by_src: dict[str, list[int]] = {}
@@ -227,7 +253,7 @@ def translate_many(model, tokenizer, items: Sequence[tuple[str, str, str]], *, n
         prefix = torch.tensor([[start, tgt_tokens[items[i][2]]] for i in rows], dtype=torch.long)
         kwargs: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device),
                                       decoder_input_ids=prefix.to(device), num_beams=num_beams,
-                                      max_new_tokens=max_new_tokens, do_sample=False, length_penalty=1.0,
+                                      max_new_tokens=limit(ids.shape[1]), do_sample=False, length_penalty=1.0,
                                       early_stopping=num_beams > 1, forced_bos_token_id=None)
         if index is not None:
             kwargs.update(_language_ids(items, rows, index))
@@ -279,7 +305,8 @@ def _lslo_index(items, lslo_languages) -> dict[str, int] | None:
 
 
 def _translate_causal(model, tokenizer, items, prompt: TranslationPrompt, index, *, num_beams: int,
-                      batch_size: int, max_new_tokens: int, max_source_length: int, progress) -> list[str]:
+                      batch_size: int, limit: Callable[[int], int], max_source_length: int,
+                      progress) -> list[str]:
     """Decoder-only generation: left-padded prompts, continuation up to EOS, first line kept."""
     import torch
 
@@ -298,7 +325,7 @@ def _translate_causal(model, tokenizer, items, prompt: TranslationPrompt, index,
         ids, mask = _pad([encoded[i] for i in rows], pad, left=True)
         width = ids.shape[1]
         kwargs: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
+                                      num_beams=num_beams, max_new_tokens=limit(width), do_sample=False,
                                       length_penalty=1.0, early_stopping=num_beams > 1,
                                       eos_token_id=eos, pad_token_id=pad)
         if index is not None:

@@ -55,7 +55,13 @@ def mt_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--max-per-direction", type=int, default=None, help="first N pairs of each direction")
     parser.add_argument("--num-beams", type=int, default=5, help="beam size (reference: 5)")
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per generate call")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="generation length limit")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="fixed generation length limit (tokens after the language tag); "
+                             "default: fairseq's --max-len-a * source length + --max-len-b")
+    parser.add_argument("--max-len-a", type=float, default=0.0,
+                        help="generation limit per source token (fairseq-generate's default: 0)")
+    parser.add_argument("--max-len-b", type=int, default=200,
+                        help="generation limit, constant part (fairseq-generate's default: 200)")
     parser.add_argument("--max-source-length", type=int, default=256, help="source truncation (tokens)")
     parser.add_argument("--chrf-word-order", type=int, default=0, choices=[0, 1, 2],
                         help="chrF word n-gram order; 2 = chrF++")
@@ -77,8 +83,14 @@ def mt_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
-    for name in ("num_beams", "batch_size", "max_new_tokens", "max_source_length"):
+    for name in ("num_beams", "batch_size", "max_source_length"):
         require_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.max_new_tokens is not None:
+        require_positive("--max-new-tokens", args.max_new_tokens)
+    require_positive("--max-len-a", args.max_len_a, allow_zero=True)
+    require_positive("--max-len-b", args.max_len_b, allow_zero=True)
+    if args.max_new_tokens is None and args.max_len_b < 1 and args.max_len_a == 0:
+        raise ConfigError("--max-len-a 0 --max-len-b 0 allows no generated token")
     if args.max_per_direction is not None:
         require_positive("--max-per-direction", args.max_per_direction)
     systems = _parse_systems(args)
@@ -123,7 +135,8 @@ def mt_command(argv: list[str], prog: str) -> int:
         items = [(p.src, s, t) for (s, t), members in groups.items() for p in members]
         progress = _progress(len(items), name)
         hyps_all = translate_many(model, tokenizer, items, num_beams=args.num_beams, batch_size=args.batch_size,
-                                  max_new_tokens=args.max_new_tokens, max_source_length=args.max_source_length,
+                                  max_new_tokens=args.max_new_tokens, max_len_a=args.max_len_a,
+                                  max_len_b=args.max_len_b, max_source_length=args.max_source_length,
                                   lslo_languages=lslo_config.languages if lslo_config is not None else None,
                                   progress=progress.update, prompt=prompt)
         offset = 0
@@ -219,6 +232,7 @@ def _write_outputs(args, results, hypotheses, tiers, metrics, metric, sigs, tier
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         doc = {"data": str(args.data), "metric": metric, "signatures": sigs, "tiers": tiers,
                "settings": {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
+                            "max_len_a": args.max_len_a, "max_len_b": args.max_len_b,
                             "chrf_word_order": args.chrf_word_order, "spm_model": args.spm_model},
                "systems": {}, VERSIONS_KEY: package_versions(extra=("sacrebleu",))}
         for name, res in results.items():

@@ -3,8 +3,10 @@
 Window ``k`` covers stream tokens ``[k * stride, k * stride + context]`` (``context + 1`` tokens;
 the model reads the first ``context``) and scores only its last ``last_n`` targets; with the
 paper's ``context = 512``, ``last_n = stride = 128`` every scored token has at least 384 tokens of
-context, and targets ``1 .. context - last_n`` of the stream are never scored. Only full windows
-are used (the reference's evaluation stream does not wrap).
+context, and targets ``1 .. context - last_n`` of the stream are never scored. The evaluation
+stream does not wrap: where it ends inside the next window, that final partial window is scored
+on its real targets (those of its last ``last_n`` slots that exist), as the reference scores its
+zero-padded last window with the padding masked.
 
 Metrics: ``ppl = exp(total NLL / scored tokens)`` (the paper's token-level perplexity); with a
 ``decode`` function, ``normalised_ppl = exp(total NLL / characters)`` where the characters are
@@ -29,15 +31,30 @@ def window_starts(n_tokens: int, context: int, stride: int) -> list[int]:
     return list(range(0, n_tokens - context, stride))
 
 
+def partial_window_start(n_tokens: int, context: int, last_n: int, stride: int) -> int | None:
+    """Start of the final partial window: the one after the last full window, if the stream ends
+    inside it after the first of its ``last_n`` scored slots (else ``None``)."""
+    starts = window_starts(n_tokens, context, stride)
+    if not starts:
+        return None
+    start = starts[-1] + stride
+    return start if start + context - last_n + 1 <= n_tokens - 1 else None
+
+
 def scored_targets(n_tokens: int, context: int, last_n: int, stride: int | None = None) -> list[range]:
     """Stream positions of the targets each window scores (``range`` per window).
 
     ``window_starts(...)[k] + context - last_n + 1 .. + context``; e.g. context 512, last_n 128:
-    windows 0, 1, 2 score positions 385..512, 513..640, 641..768.
+    windows 0, 1, 2 score positions 385..512, 513..640, 641..768. A final partial window scores
+    its slots up to the last position of the stream, ``n_tokens - 1``.
     """
     check_geometry(context, last_n, stride)
     stride = stride or last_n
-    return [range(s + context - last_n + 1, s + context + 1) for s in window_starts(n_tokens, context, stride)]
+    out = [range(s + context - last_n + 1, s + context + 1) for s in window_starts(n_tokens, context, stride)]
+    tail = partial_window_start(n_tokens, context, last_n, stride)
+    if tail is not None:
+        out.append(range(tail + context - last_n + 1, n_tokens))
+    return out
 
 
 def check_geometry(context: int, last_n: int, stride: int | None) -> None:
@@ -71,7 +88,8 @@ def sliding_window_perplexity(model, ids, *, context: int = 512, last_n: int = 1
     ``ids``: ``(n_tokens,)`` model-vocabulary ids. ``stride`` defaults to ``last_n``. Targets in
     ``ignore_ids`` (the reference masks pad 0) are neither scored nor counted. ``decode`` maps
     scored target ids of one window to text for the per-character figures. Returns a dict with
-    ``nll``, ``n_tokens``, ``ppl``, ``top1``, ``top10``, ``n_windows`` (and character figures).
+    ``nll``, ``n_tokens``, ``ppl``, ``top1``, ``top10``, ``n_windows`` (the final partial window
+    included; and character figures).
     """
     import torch
 
@@ -89,16 +107,20 @@ def sliding_window_perplexity(model, ids, *, context: int = 512, last_n: int = 1
     ignore = torch.tensor(sorted(set(int(i) for i in ignore_ids)), dtype=torch.long)
     total_nll = 0.0
     n_scored = top1 = top10 = n_chars = 0
+    # full windows in batches, then the final partial window alone: (starts, width, scored slots)
+    groups = [(starts[b:b + batch_size], context, last_n) for b in range(0, len(starts), batch_size)]
+    tail = partial_window_start(len(ids), context, last_n, stride)
+    if tail is not None:  # causal attention: its real positions see what a padded window would
+        groups.append(([tail], len(ids) - 1 - tail, len(ids) - (tail + context - last_n + 1)))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for b in range(0, len(starts), batch_size):
-                batch_starts = starts[b:b + batch_size]
-                rows = torch.stack([ids[s:s + context + 1] for s in batch_starts])
+            for batch_starts, width, n_slots in groups:
+                rows = torch.stack([ids[s:s + width + 1] for s in batch_starts])
                 x = rows[:, :-1].to(device)
-                y = rows[:, -last_n:]
-                logits = model(input_ids=x).logits[:, -last_n:].float().cpu()
+                y = rows[:, -n_slots:]
+                logits = model(input_ids=x).logits[:, -n_slots:].float().cpu()
                 logp = torch.log_softmax(logits, dim=-1)
                 nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
                 keep = ~torch.isin(y, ignore) if len(ignore) else torch.ones_like(y, dtype=torch.bool)
@@ -115,7 +137,7 @@ def sliding_window_perplexity(model, ids, *, context: int = 512, last_n: int = 1
     finally:
         model.train(was_training)
     out = perplexity_from_nll(total_nll, n_scored, n_chars if decode is not None else None)
-    out.update(n_windows=len(starts), top1=top1 / n_scored if n_scored else float("nan"),
+    out.update(n_windows=len(starts) + (tail is not None), top1=top1 / n_scored if n_scored else float("nan"),
                top10=top10 / n_scored if n_scored else float("nan"), context=context,
                last_n=last_n, stride=stride)
     return out

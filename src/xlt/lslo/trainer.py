@@ -397,7 +397,8 @@ class CausalTranslationCollator:
 
 
 class PruningCallback(TrainerCallback):
-    """Masks at every epoch start (1-based epoch ``e`` uses ``pruning_ratio(e, t1, t2, P)``);
+    """Masks at every epoch start (1-based epoch ``e`` uses ``pruning_ratio(e, t1, t2, P)``, also
+    when a run resumes inside epoch ``e``);
     permanent at every epoch end, as the reference's ``begin_epoch`` / ``begin_valid_epoch``."""
 
     def __init__(self, schedule):
@@ -409,7 +410,9 @@ class PruningCallback(TrainerCallback):
         return self.schedule.shortfall(int(math.ceil(state.num_train_epochs or 0)))
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
-        epoch = int(round(state.epoch or 0)) + 1
+        # state.epoch is whole at a fresh epoch start but fractional when a run resumes mid-epoch
+        # (1.6 lies in the second epoch): floor, never round
+        epoch = math.floor(state.epoch or 0) + 1
         self.schedule.begin_epoch(_lslo_of(model), epoch)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):

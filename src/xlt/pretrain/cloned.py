@@ -1,10 +1,12 @@
 """Cloned languages, a real second language, language schedules and the reference LR schedule.
 
 A *cloned* language is the original token stream with (part of) the vocabulary shifted into its
-own id block: token ``t`` of language ``l`` becomes ``t + l * V`` when ``t`` is cloned and not the
-pad id 0 (the paper, arXiv 2404.07982, §1.2 of the method description). Which ids are cloned is
-chosen by Python's ``random.Random(0)`` shuffle of ``range(V)``, not by frequency; the model
-vocabulary is ``V * (n_clones + 1)`` for any ``frac_clone``.
+own id block: token ``t`` of language ``l`` becomes ``t + l * V`` when ``t`` is cloned and not a
+shared id (the paper, arXiv 2404.07982, §1.2 of the method description). The reference shares
+its SentencePiece pad id 0 only; ``xlt pretrain`` shares the tokenizer's special ids (with Hugging
+Face tokenizers id 0 is often a real token, and a special token belongs to no language). Which
+ids are cloned is chosen by Python's ``random.Random(0)`` shuffle of ``range(V)``, not by
+frequency; the model vocabulary is ``V * (n_clones + 1)`` for any ``frac_clone``.
 
 A *real* second language (EN-FR in the paper) has its own tokenizer; its ids are merged into the
 first language's vocabulary either *disjoint* (every L2 id shifted by ``V1``) or *anchored*
@@ -47,7 +49,7 @@ def clone_mask(vocab_size: int, frac_clone: float = 1.0):
 
     ``ids = list(range(vocab_size))`` is shuffled with ``random.Random(0).shuffle`` and the first
     ``int(frac_clone * vocab_size)`` ids are cloned, exactly as the reference implementation does
-    (special ids take part like any other; pad 0 is exempt later, in :func:`to_language`).
+    (special ids take part like any other; shared ids are exempt later, in :func:`to_language`).
     Raises :class:`ConfigError` when no id would be cloned.
     """
     import torch
@@ -73,12 +75,13 @@ def mask_sha256(mask) -> str:
     return hashlib.sha256(mask.to(dtype=torch.uint8).numpy().tobytes()).hexdigest()
 
 
-def to_language(ids, language: int, vocab_size: int, mask=None):
+def to_language(ids, language: int, vocab_size: int, mask=None, *, shared_ids: Sequence[int] = (0,)):
     """Map original token ids into language ``language`` (0 = the original, 1..K = clones).
 
     ``ids``: an integer tensor of any shape with values in ``[0, vocab_size)``. Token ``t``
-    becomes ``t + language * vocab_size`` iff ``t > 0`` and ``mask[t]``; ``mask=None`` clones
-    every id (``frac_clone = 1``). Returns a new ``int64`` tensor of the same shape.
+    becomes ``t + language * vocab_size`` iff ``t`` is not in ``shared_ids`` and ``mask[t]``;
+    ``mask=None`` clones every id (``frac_clone = 1``). ``shared_ids`` defaults to the
+    reference's SentencePiece pad id 0. Returns a new ``int64`` tensor of the same shape.
     """
     import torch
 
@@ -93,7 +96,7 @@ def to_language(ids, language: int, vocab_size: int, mask=None):
                           f"got range [{int(ids.min())}, {int(ids.max())}]")
     if language == 0:
         return ids.clone()
-    shift = ids > 0
+    shift = ~torch.isin(ids, torch.as_tensor(list(shared_ids), dtype=torch.long))
     if mask is not None:
         mask = torch.as_tensor(mask, dtype=torch.bool)
         if mask.numel() != vocab_size:
@@ -116,7 +119,9 @@ def merge_vocabularies(l1_vocab: Mapping[str, int], l2_vocab: Mapping[str, int],
     ``l1_vocab`` / ``l2_vocab``: piece -> id of each tokenizer. L1 ids are never remapped.
     ``mode`` ``"disjoint"``: L2 id ``i`` -> ``i + V1``; ``"anchored"``: an L2 piece present in
     the L1 vocabulary reuses its L1 id, the others get ``V1, V1 + 1, ...`` in increasing L2-id
-    order. ``shared_ids`` (the pad id 0 in the reference) map to themselves in both modes.
+    order. ``shared_ids`` (the pad id 0 in the reference; the second tokenizer's special ids in
+    ``xlt pretrain``) map to the L1 id of the same piece in both modes (the reference's pad 0 -> 0);
+    a shared piece the L1 vocabulary lacks is merged like any other.
     Returns ``(id_map, combined_size)`` with ``id_map[i]`` the combined id of L2 id ``i``.
     """
     if mode not in MERGE_MODES:
@@ -130,8 +135,8 @@ def merge_vocabularies(l1_vocab: Mapping[str, int], l2_vocab: Mapping[str, int],
     id_map: list[int] = []
     next_id = v1
     for index in range(v2):
-        if index in shared:
-            id_map.append(index)
+        if index in shared and pieces[index] is not None and pieces[index] in l1_vocab:
+            id_map.append(int(l1_vocab[pieces[index]]))
         elif mode == "disjoint":
             id_map.append(index + v1)
         elif pieces[index] is not None and pieces[index] in l1_vocab:
@@ -255,7 +260,8 @@ class LanguageMap:
     """How each language's token ids map into the model vocabulary (saved as ``languages.json``).
 
     ``kind`` ``"cloned"``: language ``l`` is the original stream with cloned ids shifted by
-    ``l * base_vocab_size`` (``n_clones`` clones, ``frac_clone``). ``kind`` ``"bilingual"``:
+    ``l * base_vocab_size`` (``n_clones`` clones, ``frac_clone``), ``shared_ids`` never shifted
+    (the reference: ``[0]``; ``xlt pretrain``: the tokenizer's special ids). ``kind`` ``"bilingual"``:
     language 1 comes from a second tokenizer whose ids go through ``l2_id_map`` (``merge_vocab``
     disjoint or anchored). ``kind`` ``"monolingual"``: one language, ids unchanged.
     """
@@ -268,6 +274,7 @@ class LanguageMap:
     merge_vocab: str | None = None
     l2_id_map: list[int] | None = None
     model_vocab_size: int = 0
+    shared_ids: list[int] = field(default_factory=lambda: [0])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -285,14 +292,15 @@ class LanguageMap:
     # construction ---------------------------------------------------------------------------
     @classmethod
     def cloned(cls, base_vocab_size: int, n_clones: int, frac_clone: float = 1.0,
-               names: Sequence[str] | None = None) -> "LanguageMap":
+               names: Sequence[str] | None = None, *, shared_ids: Sequence[int] = (0,)) -> "LanguageMap":
         if isinstance(n_clones, bool) or not isinstance(n_clones, int) or n_clones < 1:
             raise ConfigError(f"n_clones must be an integer >= 1, got {n_clones}")
         if frac_clone < 1.0 and n_clones != 1:
             # The reference asserts this too: a partial clone is defined for 2 languages only.
             raise ConfigError(f"frac_clone < 1 needs exactly one clone, got n_clones={n_clones}")
         names = list(names or [f"L{i + 1}" for i in range(n_clones + 1)])
-        language_map = cls("cloned", base_vocab_size, names, n_clones=n_clones, frac_clone=frac_clone)
+        language_map = cls("cloned", base_vocab_size, names, n_clones=n_clones, frac_clone=frac_clone,
+                           shared_ids=sorted({int(i) for i in shared_ids}))
         language_map.extra["clone_mask_sha256"] = mask_sha256(language_map.mask)
         return language_map
 
@@ -336,7 +344,7 @@ class LanguageMap:
         index = self.index(language)
         ids = torch.as_tensor(ids).to(torch.long)
         if self.kind == "cloned":
-            return to_language(ids, index, self.base_vocab_size, self.mask)
+            return to_language(ids, index, self.base_vocab_size, self.mask, shared_ids=self.shared_ids)
         if self.kind == "bilingual" and index == 1:
             if self._l2_tensor is None:
                 self._l2_tensor = torch.tensor(self.l2_id_map, dtype=torch.long)
@@ -372,9 +380,9 @@ class LanguageMap:
         out = {"kind": self.kind, "names": self.names, "base_vocab_size": self.base_vocab_size,
                "model_vocab_size": self.model_vocab_size}
         if self.kind == "cloned":
-            out.update(n_clones=self.n_clones, frac_clone=self.frac_clone,
+            out.update(n_clones=self.n_clones, frac_clone=self.frac_clone, shared_ids=self.shared_ids,
                        clone_rule="random.Random(0).shuffle(range(V)); first int(frac_clone*V) ids; "
-                                  "id -> id + l*V for cloned ids > 0")
+                                  "id -> id + l*V for cloned ids not in shared_ids")
         if self.kind == "bilingual":
             out.update(merge_vocab=self.merge_vocab, l2_id_map=self.l2_id_map)
         out.update(self.extra)
@@ -383,13 +391,15 @@ class LanguageMap:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LanguageMap":
         known = {"kind", "names", "base_vocab_size", "model_vocab_size", "n_clones", "frac_clone",
-                 "merge_vocab", "l2_id_map"}
+                 "merge_vocab", "l2_id_map", "shared_ids"}
         try:
             language_map = cls(kind=data["kind"], base_vocab_size=int(data["base_vocab_size"]),
                                names=list(data["names"]), n_clones=int(data.get("n_clones", 0)),
                                frac_clone=float(data.get("frac_clone", 1.0)),
                                merge_vocab=data.get("merge_vocab"), l2_id_map=data.get("l2_id_map"),
                                model_vocab_size=int(data.get("model_vocab_size", 0)),
+                               # files written before shared_ids was recorded shared the pad id 0 only
+                               shared_ids=[int(i) for i in data.get("shared_ids", [0])],
                                extra={k: v for k, v in data.items() if k not in known and k != "clone_rule"})
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed language description ({exc})") from None

@@ -185,21 +185,31 @@ class PretrainConfig(TrainingArguments):
         return {name: getattr(self, name) for name in names}
 
 
+def special_ids(tokenizer) -> list[int]:
+    """The ids of the tokenizer's special tokens (pad, unk, BOS, EOS, added special tokens):
+    the ids no language owns, shared by every language of a run."""
+    return sorted({int(i) for i in tokenizer.all_special_ids if i is not None})
+
+
 def build_language_map(config: PretrainConfig, tokenizer, tokenizer_l2=None) -> LanguageMap:
-    """The languages of a run: clones of the first tokenizer, a merged second tokenizer, or one."""
+    """The languages of a run: clones of the first tokenizer, a merged second tokenizer, or one.
+
+    Both paths share the same ids across languages: the tokenizer's special ids (a clone leaves
+    them unchanged; a second tokenizer's special token maps to the first's token of the same text).
+    """
     names = config.language_names
     vocab_size = len(tokenizer)
     if config.mode == "cloned":
         if names and len(names) != config.n_clones + 1:
             raise ConfigError(f"--language_names needs {config.n_clones + 1} names, got {len(names)}")
-        return LanguageMap.cloned(vocab_size, config.n_clones, config.frac_clone, names=names)
+        return LanguageMap.cloned(vocab_size, config.n_clones, config.frac_clone, names=names,
+                                  shared_ids=special_ids(tokenizer))
     if config.mode == "bilingual":
         if names and len(names) != 2:
             raise ConfigError(f"--language_names needs 2 names, got {len(names)}")
         second = tokenizer_l2 if tokenizer_l2 is not None else tokenizer
-        shared = [i for i in (second.pad_token_id,) if i is not None]
         return LanguageMap.bilingual(tokenizer.get_vocab(), second.get_vocab(), config.merge_vocab,
-                                     shared_ids=shared, names=names)
+                                     shared_ids=special_ids(second), names=names)
     if names and len(names) != 1:
         raise ConfigError(f"--language_names needs 1 name, got {len(names)}")
     return LanguageMap.monolingual(vocab_size, (names or ["L1"])[0])
