@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from xlt.errors import ConfigError, ModelError
 from xlt.translation import (DEFAULT_PROMPT_TEMPLATE, TranslationPrompt, encode_texts, language_token,  # noqa: F401
@@ -367,3 +367,121 @@ def plot_direction_heatmap(scores: dict[tuple[str, str], float], tiers: dict[str
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Systems: what ``xlt eval mt`` runs
+
+
+@dataclass
+class MTEvaluation:
+    """What :func:`evaluate` returns.
+
+    ``systems``: name -> ``{"path": str, "lslo": bool, "directions": {(src, tgt): {metric: score,
+    ..., "n": pairs}}}``; ``hypotheses``: name -> one ``{src_lang, tgt_lang, src, ref, hyp}`` row
+    per pair; ``tiers``: language -> resource tier (given, else the first LSLo adapter's, else
+    empty); ``signatures``: sacrebleu signature of each metric.
+    """
+
+    systems: dict[str, dict[str, Any]]
+    hypotheses: dict[str, list[dict[str, str]]]
+    tiers: dict[str, str]
+    signatures: dict[str, str]
+
+    def scores(self, metric: str) -> dict[str, dict[tuple[str, str], float]]:
+        """System -> direction -> score of one metric."""
+        return {name: {d: v[metric] for d, v in res["directions"].items()} for name, res in self.systems.items()}
+
+
+def evaluate(pairs: Sequence[Any], systems: Mapping[str, str | os.PathLike], *,
+             metrics: dict[str, Any] | None = None, tiers: dict[str, str] | None = None,
+             prompt: TranslationPrompt | None = None, base: str | None = None, tokenizer: str | None = None,
+             device: str = "auto", dtype: str = "float32", allow_pickle: bool = False, progress: bool = True,
+             **generation: Any) -> MTEvaluation:
+    """Translate every direction of ``pairs`` with each system and score each direction.
+
+    ``pairs``: ParallelPair records (directions in order of first appearance); ``systems``: name
+    -> a Hugging Face model directory (seq2seq or decoder-only) or an LSLo adapter directory,
+    whose base model is ``base`` or else the one it records; ``tokenizer``: default the
+    system's, else its base's. ``metrics``: from :func:`make_metrics` (default: BLEU and chrF).
+    Decoder-only systems use the prompt they were trained with (recorded in the adapter, or in
+    the config of a model written by ``xlt lslo export`` / ``--full_finetune``), else
+    ``prompt`` (default :class:`~xlt.translation.TranslationPrompt`). ``generation``: the
+    options of :func:`translate_many` (``num_beams``, ``batch_size``, ``max_new_tokens``,
+    ``max_source_length``). ``progress``: a progress bar on stderr per system.
+    """
+    metrics = make_metrics() if metrics is None else metrics
+    groups = group_directions(pairs)
+    results: dict[str, dict] = {}
+    hypotheses: dict[str, list[dict]] = {}
+    for name, path in systems.items():
+        model, system_tokenizer, lslo_config, system_prompt = _load_system(
+            path, base=base, tokenizer=tokenizer, device=device, dtype=dtype, allow_pickle=allow_pickle,
+            prompt=prompt)
+        if tiers is None and lslo_config is not None:
+            tiers = {lang: lslo_config.tier_of(lang) for lang in lslo_config.languages}
+        per_direction = {}
+        rows = []
+        items = [(p.src, s, t) for (s, t), members in groups.items() for p in members]
+        bar = _progress(len(items), name, enabled=progress)
+        hyps_all = translate_many(model, system_tokenizer, items,
+                                  lslo_languages=lslo_config.languages if lslo_config is not None else None,
+                                  progress=bar.update, prompt=system_prompt, **generation)
+        offset = 0
+        for (src, tgt), members in groups.items():
+            hyps = hyps_all[offset:offset + len(members)]
+            offset += len(members)
+            refs = [p.tgt for p in members]
+            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), n=len(members))
+            rows += [{"src_lang": src, "tgt_lang": tgt, "src": p.src, "ref": p.tgt, "hyp": h}
+                     for p, h in zip(members, hyps)]
+        bar.close()
+        results[name] = {"path": str(path), "lslo": lslo_config is not None, "directions": per_direction}
+        hypotheses[name] = rows
+    return MTEvaluation(systems=results, hypotheses=hypotheses, tiers=dict(tiers or {}),
+                        signatures=signatures(metrics))
+
+
+def _progress(total: int, desc: str, *, enabled: bool = True):
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, disable=None if enabled else True,
+                leave=False)
+
+
+def _load_system(path: str | os.PathLike, *, base: str | None, tokenizer: str | None, device: str, dtype: str,
+                 allow_pickle: bool, prompt: TranslationPrompt | None):
+    """(model, tokenizer, LSLoConfig or None, TranslationPrompt or None) for a model or adapter directory.
+
+    Decoder-only systems use the prompt they were trained with (recorded in the adapter, or in
+    the config of a model written by ``xlt lslo export`` / ``--full_finetune``), else ``prompt``.
+    """
+    from xlt.lslo.model import base_model_of, is_lslo_dir, load_lslo, read_lslo_metadata
+    from xlt.models import load_model, load_tokenizer, resolve_device
+
+    fallback = prompt or TranslationPrompt()
+    device = resolve_device(device)
+    directory = Path(path)
+    if is_lslo_dir(directory):
+        base_path = base_model_of(directory, base)
+        tok_source = tokenizer or (directory if (directory / "tokenizer_config.json").is_file() else base_path)
+        system_tokenizer = load_tokenizer(tok_source)
+        model = load_model(base_path, kind="auto", dtype=dtype, device="cpu", allow_pickle=allow_pickle)
+        recorded = read_lslo_metadata(directory).get("translation_prompt")
+        lslo = load_lslo(model, directory)
+        lslo.to(device)
+        lslo.eval()
+        system_prompt = None
+        if not getattr(model.config, "is_encoder_decoder", False):
+            system_prompt = TranslationPrompt.from_dict(recorded) if recorded else fallback
+        return lslo, system_tokenizer, lslo.lslo_config, system_prompt
+    system_tokenizer = load_tokenizer(tokenizer or path)
+    model = load_model(path, kind="auto", dtype=dtype, device=device, allow_pickle=allow_pickle)
+    model.eval()
+    system_prompt = None
+    if not getattr(model.config, "is_encoder_decoder", False):
+        recorded = getattr(model.config, "xlt_translation_prompt", None)
+        system_prompt = TranslationPrompt.from_dict(recorded) if recorded else fallback
+    return model, system_tokenizer, None, system_prompt
