@@ -143,6 +143,7 @@ def lslo_experiment(world_dir: Path, work: Path, settings: dict, *, seed: int, d
 def _train_lslo(config, data) -> None:
     """``xlt.lslo.train`` without console output; a run stopped by a signal is an error."""
     from xlt.errors import XltError
+    from xlt.lslo import train
     from xlt.training import stop_signal
 
     trainer = train(config, data, progress=False)
