@@ -185,7 +185,7 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
         from transformers import EarlyStoppingCallback
 
         if not (cfg.load_best_model_at_end and eval_ds is not None):
-            raise ConfigError(f"early_stopping_patience needs evaluation data and load_best_model_at_end")
+            raise ConfigError("early_stopping_patience needs evaluation data and load_best_model_at_end")
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
 
     trainer = AlignTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -203,8 +203,6 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
     if stop_signal(trainer) is None:  # else pre-empted: a checkpoint, no final output
         _save(trainer, tokenizer, data, cfg, out)
     return trainer
-
-
 
 
 def _save(trainer, tokenizer, data, cfg, out: Path) -> None:

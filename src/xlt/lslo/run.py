@@ -168,8 +168,6 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     return trainer
 
 
-
-
 def _filter_directions(pairs, directions, path):
     if not directions:
         return pairs
