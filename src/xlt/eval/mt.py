@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from xlt.errors import ConfigError, ModelError
-from xlt.translation import (DEFAULT_PROMPT_TEMPLATE, TranslationPrompt, encode_texts, language_token,  # noqa: F401
-                             language_token_id)
+from xlt.translation import TranslationPrompt, encode_texts, language_token_id
 
 TIER_ORDER = ("high", "med", "low")
 
