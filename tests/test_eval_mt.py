@@ -100,7 +100,7 @@ def tiny_translation_model():
 
 
 def test_encoding_follows_the_nllb_convention(tiny_translation_model):
-    from xlt.eval.mt import encode_texts
+    from xlt.translation import encode_texts
 
     _, tokenizer = tiny_translation_model
     tokenizer.src_lang, tokenizer.tgt_lang = "eng_Latn", "deu_Latn"
@@ -111,7 +111,8 @@ def test_encoding_follows_the_nllb_convention(tiny_translation_model):
 
 
 def test_mixed_direction_batches_equal_forced_bos_generation(tiny_translation_model):
-    from xlt.eval.mt import encode_texts, translate_many
+    from xlt.eval.mt import translate_many
+    from xlt.translation import encode_texts
 
     model, tokenizer = tiny_translation_model
     items = [("The cat sat on the mat.", "eng_Latn", "deu_Latn"), ("Le chat dort sur le lit.", "fra_Latn", "eng_Latn"),

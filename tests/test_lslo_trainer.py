@@ -164,7 +164,7 @@ def test_trainer_run_with_pruning_callback_checkpointing_and_eval_loss(tokenizer
 
 
 def test_causal_rows_mask_the_prompt_and_collate(bpe_tokenizer):
-    from xlt.eval.mt import TranslationPrompt
+    from xlt.translation import TranslationPrompt
     from xlt.lslo.trainer import CausalTranslationCollator, encode_causal_pairs
 
     tok = bpe_tokenizer

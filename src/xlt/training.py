@@ -171,6 +171,15 @@ def stop_signal(trainer) -> int | None:
     return None
 
 
+def quiet_trainer(trainer) -> None:
+    """Remove the Trainer's progress bar and per-log printing (the logs stay in
+    ``trainer.state.log_history``): for callers that show their own progress."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
 def report_signal_stop(trainer, prog: str) -> int | None:
     """After ``trainer.train()``: if a signal stopped it, say so on stderr and return the exit
     status (128 + signal number) the command should end with; None when training finished."""

@@ -10,7 +10,9 @@ Two published methods share these parts:
 plus plain task fine-tuning (SFT) as the baseline. The building blocks are public:
 :func:`layer_states` (the raw output of decoder block ``k``, running blocks ``1..k`` only),
 :func:`pool` and :func:`info_nce`. :class:`AlignConfig` / :class:`AlignTrainer` put them into a
-``transformers.Trainer``. Heavy imports (torch, transformers) happen on first attribute access.
+``transformers.Trainer``; :func:`train` (with :class:`AlignDataArguments`) is what
+``xlt train sft | mid-align | afp`` runs: files in, a trained adapter out. Heavy imports
+(torch, transformers) happen on first attribute access.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _EXPORTS = {
     "AlignDataset": "xlt.align.data",
     "StreamsDataset": "xlt.align.data",
     "AlternatingStreamsSampler": "xlt.align.data",
+    "AlignDataArguments": "xlt.align.run",
+    "train": "xlt.align.run",
 }
 
 __all__ = sorted(_EXPORTS)

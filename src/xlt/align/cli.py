@@ -1,4 +1,4 @@
-"""``xlt train sft | mid-align | afp``: read the data, build the model, run :class:`AlignTrainer`.
+"""``xlt train sft | mid-align | afp``: parse the options, then :func:`xlt.align.train` does the run.
 
 All three commands take the same options (``--help`` shows each preset's defaults): the fields of
 :class:`AlignDataArguments` and of the preset's :class:`~xlt.align.config.AlignConfig` subclass
@@ -8,39 +8,8 @@ the command line.
 
 from __future__ import annotations
 
-import os
-import shutil
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from xlt.config import used_options
-from xlt.errors import ConfigError, OutputExistsError
-
-DATA_FORMATS = ("auto", "xlt", "mid-align", "afp")
-
-
-@dataclass
-class AlignDataArguments:
-    """Model and data options of the training commands."""
-
-    model: str = field(metadata={"help": "model directory or hub id (a causal LM)"})
-    train_file: str | None = field(default=None, metadata={
-        "help": "task examples: toolkit TaskExample records, mid-align rows {text_parallel_0, "
-                "text_parallel_1, prefix, text} or AFP rows {sent0, sent1, clm_text, clm_prompt_len}"})
-    parallel_file: list[str] | None = field(default=None, metadata={
-        "help": "parallel pairs (ParallelPair records, or a reference-format file); several allowed",
-        "nargs": "+"})
-    eval_file: str | None = field(default=None, metadata={"help": "dev task examples (same formats as train_file)"})
-    eval_parallel_file: list[str] | None = field(default=None, metadata={
-        "help": "dev parallel pairs (alignment loss and retrieval accuracy)", "nargs": "+"})
-    data_format: str = field(default="auto", metadata={
-        "help": "format of the data files; auto = from the fields of the first record",
-        "choices": list(DATA_FORMATS)})
-    dtype: str = field(default="auto", metadata={"help": "weights dtype: auto (from the checkpoint), float32, bfloat16, float16"})
-    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
-    allow_pickle: bool = field(default=False, metadata={"help": "allow loading pickle (.bin) weights"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow a model's own code"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing output_dir"})
+from xlt.align.run import DATA_FORMATS, AlignDataArguments  # noqa: F401  (the commands' data options)
+from xlt.errors import ConfigError
 
 
 def sft_command(argv: list[str], prog: str) -> int:
@@ -67,181 +36,20 @@ _DESCRIPTIONS = {
 }
 
 
-def _read_texts(path: str, fmt: str, cfg, *, want: str):
-    """(tasks, pairs) from one file; ``want`` is "task" or "parallel" (the role of the file)."""
-    from xlt.align.data import PairText, TaskText, detect_format, reference_row
-    from xlt.formats import iter_rows, read_records
-
-    if fmt == "auto":
-        first = next(iter(iter_rows(path)), None)
-        fmt = detect_format(first[1]) if first is not None else "xlt"
-    tasks, pairs = [], []
-    if fmt == "xlt":
-        if want == "task":
-            for ex in read_records(path, "task"):
-                tasks.append(TaskText(ex.prompt, ex.completion, append_eos=cfg.append_eos))
-        else:
-            for p in read_records(path, "parallel"):
-                anchor, candidate = (p.tgt, p.src) if cfg.alignment_anchors == "tgt" else (p.src, p.tgt)
-                pairs.append(PairText(anchor, candidate))
-        return tasks, pairs
-    n = 0
-    for where, row in iter_rows(path):
-        task, pair = reference_row(row, fmt, path=path, **where)
-        n += 1
-        if task is not None and want == "task":
-            tasks.append(task)
-        pairs.append(pair)
-    if n == 0:
-        from xlt.errors import DataError
-        raise DataError("no records (the file is empty)", path=path)
-    return tasks, pairs
-
-
-def _load_split(task_file, parallel_files, data, cfg):
-    tasks, pairs = [], []
-    if task_file:
-        t, p = _read_texts(task_file, data.data_format, cfg, want="task")
-        tasks += t
-        pairs += p
-    for path in parallel_files or []:
-        _, p = _read_texts(path, data.data_format, cfg, want="parallel")
-        pairs += p
-    return tasks, pairs
-
-
 def _train(preset: str, argv: list[str], prog: str) -> int:
+    import transformers
+
     from xlt.align.config import PRESETS
+    from xlt.align.run import train
     from xlt.config import parse_dataclasses
 
     data, cfg = parse_dataclasses([AlignDataArguments, PRESETS[preset]], argv, prog=prog,
                                   description=_DESCRIPTIONS[preset])
     if not cfg.output_dir or cfg.output_dir == "trainer_output" and "--output_dir" not in argv:
         raise ConfigError(f"{prog}: --output_dir is required")
-    if not data.train_file:
-        raise ConfigError(f"{prog}: --train_file is required (task examples)")
-    from xlt.training import resolve_resume
-
-    out = Path(cfg.output_dir)
-    resume = resolve_resume(cfg.resume_from_checkpoint, out)
-    if out.exists() and not resume:
-        if not data.overwrite:
-            raise OutputExistsError(out)
-    if cfg.schedule == "task" and (data.parallel_file or data.eval_parallel_file):
-        raise ConfigError(f"{prog}: --parallel_file is not used by the task-only schedule "
-                          "(use xlt train mid-align or afp, or --schedule alternate/joint)")
-
-    # data first: a bad file fails before the model loads
-    tasks, pairs = _load_split(data.train_file, data.parallel_file, data, cfg)
-    if cfg.schedule == "task":
-        pairs = []
-    elif not pairs:
-        raise ConfigError(f"{prog}: the {cfg.schedule} schedule needs parallel pairs: pass --parallel_file "
-                          "or a train_file in a reference format that carries pairs")
-    if not tasks:
-        raise ConfigError(f"{prog}: {data.train_file} holds no task examples")
-    eval_tasks, eval_pairs = ([], [])
-    if data.eval_file or data.eval_parallel_file:
-        eval_tasks, eval_pairs = _load_split(data.eval_file, data.eval_parallel_file, data, cfg)
-        if cfg.schedule == "task":
-            eval_pairs = []
-
-    import torch  # noqa: F401  (heavy imports only once the input is known to be good)
-    import transformers
-
-    from xlt.align.data import AlignCollator, build_dataset
-    from xlt.align.trainer import AlignTrainer
-    from xlt.models import check_target_modules, default_target_modules, load_model, load_tokenizer
-
     transformers.utils.logging.set_verbosity_warning()
-    tokenizer = load_tokenizer(data.model, padding_side="right", trust_remote_code=data.trust_remote_code)
-    model = load_model(data.model, kind="causal", dtype=data.dtype, device="cpu",
-                       allow_pickle=data.allow_pickle, trust_remote_code=data.trust_remote_code,
-                       attn_implementation=data.attn_implementation)
-    model.config.use_cache = False
-    if cfg.schedule != "task" and cfg.alignment_layer is not None:
-        from xlt.align.layers import _check_layer
-        from xlt.models import num_layers
-
-        _check_layer(cfg.alignment_layer, num_layers(model))  # before anything is written
-    if cfg.use_lora:
-        from peft import LoraConfig, get_peft_model
-
-        transformers.set_seed(cfg.seed)  # the LoRA A matrices are drawn now, before the Trainer seeds
-
-        targets = cfg.lora_target_modules or default_target_modules(model)
-        check_target_modules(model, targets)
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout, target_modules=targets,
-                                                 task_type="CAUSAL_LM"))
-        if cfg.activation_checkpointing:
-            model.enable_input_require_grads()
-
-    train_ds = build_dataset(tokenizer, tasks, pairs, max_length=cfg.max_length, seed=cfg.seed,
-                             completion_only_loss=cfg.completion_only_loss,
-                             streams=cfg.alternate_streams == "separate")
-    eval_ds = None
-    if eval_tasks or eval_pairs:
-        eval_ds = build_dataset(tokenizer, eval_tasks, eval_pairs, max_length=cfg.max_length, seed=cfg.seed,
-                                cycle=False, completion_only_loss=cfg.completion_only_loss)
-    elif cfg.eval_strategy != "no":
-        raise ConfigError(f"{prog}: eval_strategy={cfg.eval_strategy} needs --eval_file or --eval_parallel_file")
-    collator = AlignCollator(tokenizer.pad_token_id, pad_to_multiple_of=cfg.pad_to_multiple_of,
-                             packing=cfg.packing, block_size=cfg.max_length,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    if out.exists() and data.overwrite and not resume:
-        shutil.rmtree(out)
-    from xlt.training import graceful_stop_callback, schedule_check_callback
-
-    callbacks = [graceful_stop_callback(), schedule_check_callback()]
-    if cfg.early_stopping_patience:
-        from transformers import EarlyStoppingCallback
-
-        if not (cfg.load_best_model_at_end and eval_ds is not None):
-            raise ConfigError(f"{prog}: early_stopping_patience needs evaluation data and load_best_model_at_end")
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-
-    trainer = AlignTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
-                           data_collator=collator, processing_class=tokenizer,
-                           callbacks=callbacks)
-    if trainer.is_world_process_zero():
-        layer = f", alignment layer {trainer.alignment_layer}" if trainer.alignment_layer is not None else ""
-        print(f"{prog}: {len(tasks)} task examples, {len(pairs)} pairs -> {len(train_ds)} rows{layer}; "
-              f"{'LoRA' if cfg.use_lora else 'full fine-tuning'}", flush=True)
-    trainer.train(resume_from_checkpoint=resume)
+    trainer = train(cfg, data, report=lambda line: print(f"{prog}: {line}", flush=True))
     from xlt.training import report_signal_stop
 
     stopped = report_signal_stop(trainer, prog)
-    if stopped is not None:  # pre-empted: a checkpoint, no final output
-        return stopped
-    _save(trainer, tokenizer, data, cfg, out)
-    return 0
-
-
-def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
-    """Write the adapter (or model), tokenizer, the config used and the log history into ``out``.
-
-    Each file lands with an atomic rename; ``train_config.json`` is written last and marks a
-    finished run. It holds every option of the command and can be passed back with ``--config``.
-    """
-    from xlt.io import write_json
-
-    tmp = out / ".final.tmp"
-    if trainer.is_world_process_zero():
-        shutil.rmtree(tmp, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(tmp))  # every process: DeepSpeed ZeRO-3 gathers the weights here
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        return
-    tokenizer.save_pretrained(str(tmp))
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_json(out / "log_history.json", trainer.state.log_history)
-    write_json(out / "train_config.json", used_options(data, cfg))
-
-
+    return 0 if stopped is None else stopped  # pre-empted: a checkpoint, no final output

@@ -1,16 +1,13 @@
 """Steps 4-6 of the demo: AdaMergeX, LSLo against a shared LoRA, cloned-language pre-training.
 
 Each function runs one seed of one experiment and returns a JSON-ready dict. They compose the
-public API (``xlt.merge``, ``xlt.align``, ``xlt.pretrain``, ``xlt.eval``, ``xlt.analysis``);
-the LSLo experiment calls the functions behind ``xlt train lslo`` and ``xlt eval mt`` in this
-process, with their output captured into a log file.
+public API (``xlt.merge``, ``xlt.align``, ``xlt.lslo``, ``xlt.pretrain``, ``xlt.eval``,
+``xlt.analysis``); the LSLo experiment calls ``xlt.lslo.train`` and ``xlt.eval.mt.evaluate``,
+the calls behind ``xlt train lslo`` and ``xlt eval mt``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import shutil
 from pathlib import Path
 
@@ -89,25 +86,15 @@ def adamergex_experiment(base_dir: Path, world_dir: Path, work: Path, settings: 
 # 5. LSLo against one shared LoRA of the same parameter count
 
 
-def _quiet_call(func, argv: list[str], prog: str, log: Path) -> None:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        status = func(argv, prog)
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"$ {prog} {' '.join(argv)}\n{buffer.getvalue()}\n")
-    if status:
-        from xlt.errors import XltError
-
-        raise XltError(f"{prog} failed with status {status}; see {log}")
-
-
 def lslo_experiment(world_dir: Path, work: Path, settings: dict, *, seed: int, device: str) -> dict:
     """A tiny M2M-100 (NLLB-style tokenizer with the world's codes) pre-trained on the
-    source-centric directions, then ``xlt train lslo`` and ``xlt train lslo --shared`` on every
-    direction, scored by ``xlt eval mt`` (chrF per direction)."""
-    from xlt.eval.mt_cli import mt_command
+    source-centric directions, then LSLo and a shared LoRA (``xlt.lslo.train``, as ``xlt train
+    lslo [--shared]``) on every direction, scored by ``xlt.eval.mt.evaluate`` (chrF per direction)."""
+    from xlt.eval.mt import evaluate, make_metrics
     from xlt.formats import read_records, write_jsonl
-    from xlt.lslo.cli import train_command
+    from xlt.lslo import LSLoDataArguments
+    from xlt.lslo.config import parse_mapping
+    from xlt.lslo.trainer import LSLoTrainingConfig
     from xlt.testing import save_tiny_model, train_nllb_tokenizer
 
     info = world_info(world_dir)
@@ -115,7 +102,6 @@ def lslo_experiment(world_dir: Path, work: Path, settings: dict, *, seed: int, d
     langs = [l["code"] for l in info["languages"]]
     s = settings
     work.mkdir(parents=True, exist_ok=True)
-    log = work / "commands.log"
     corpus = []
     for lang in langs:
         corpus += (world_dir / "corpus" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:1500]
@@ -123,40 +109,46 @@ def lslo_experiment(world_dir: Path, work: Path, settings: dict, *, seed: int, d
     random_dir = work / "random"
     save_tiny_model("m2m100", random_dir, tokenizer=tokenizer, hidden_size=s["hidden"], num_layers=s["layers"],
                     intermediate_size=2 * s["hidden"], max_positions=128, seed=seed)
-    train = read_records(world_dir / "translation" / "train.jsonl", "parallel")
-    write_jsonl(work / "centric.jsonl", [p for p in train if source in (p.src_lang, p.tgt_lang)], overwrite=True)
+    train_pairs = read_records(world_dir / "translation" / "train.jsonl", "parallel")
+    write_jsonl(work / "centric.jsonl", [p for p in train_pairs if source in (p.src_lang, p.tgt_lang)], overwrite=True)
     test = read_records(world_dir / "translation" / "test.jsonl", "parallel")
     seen: dict = {}
     test = [p for p in test if seen.setdefault((p.src_lang, p.tgt_lang), []).append(p) or
             len(seen[(p.src_lang, p.tgt_lang)]) <= s["test_per_direction"]]
-    write_jsonl(work / "test.jsonl", test, overwrite=True)
     tiers = [f"{source}=high"] + [f"{l}=low" for l in langs if l != source]
-    common = ["--overwrite", "--disable_tqdm", "true", "--logging_steps", "50", "--save_strategy", "no",
-              "--report_to", "none", "--per_device_train_batch_size", str(s["batch_size"]),
-              "--max_source_length", "48", "--max_target_length", "48", "--seed", str(seed)]
-    if device == "cpu":
-        common.append("--use_cpu")
+    common = dict(disable_tqdm=True, logging_steps=50.0, save_strategy="no", report_to="none",
+                  per_device_train_batch_size=s["batch_size"], max_source_length=48, max_target_length=48,
+                  seed=seed, use_cpu=device == "cpu")
     base = work / "base"
-    _quiet_call(train_command, ["--full_finetune", "--model", str(random_dir), "--train_file",
-                                str(work / "centric.jsonl"), "--output_dir", str(base), "--max_steps",
-                                str(s["base_steps"]), "--learning_rate", "3e-3", "--lr_scheduler_type", "linear",
-                                "--warmup_steps", "20", *common], "xlt train lslo", log)
-    lslo_common = ["--model", str(base), "--train_file", str(world_dir / "translation" / "train.jsonl"),
-                   "--tiers", *tiers, "--max_steps", str(s["steps"]), "--learning_rate", "3e-3",
-                   "--lr_scheduler_type", "constant", "--warmup_steps", "0", *common]
-    _quiet_call(train_command, [*lslo_common, "--output_dir", str(work / "lslo")], "xlt train lslo", log)
-    _quiet_call(train_command, [*lslo_common, "--output_dir", str(work / "shared"), "--shared"],
-                "xlt train lslo", log)
-    _quiet_call(mt_command, ["--data", str(work / "test.jsonl"), "--system", f"base={base}",
-                             "--system", f"lslo={work / 'lslo'}", "--system", f"shared={work / 'shared'}",
-                             "--num-beams", str(s["num_beams"]), "--max-new-tokens", "40", "--batch-size", "64",
-                             "--tiers", *tiers, "--metric", "chrf", "--device", device,
-                             "--out", str(work / "eval"), "--overwrite"], "xlt eval mt", log)
-    scores = json.loads((work / "eval" / "mt_scores.json").read_text(encoding="utf-8"))
-    chrf = {name: {d: v["chrf"] for d, v in system["directions"].items()}
-            for name, system in scores["systems"].items()}
+    _train_lslo(LSLoTrainingConfig(output_dir=str(base), full_finetune=True, max_steps=s["base_steps"],
+                                          learning_rate=3e-3, lr_scheduler_type="linear", warmup_steps=20.0,
+                                          **common),
+                LSLoDataArguments(model=str(random_dir), train_file=str(work / "centric.jsonl"),
+                                  overwrite=True))
+    data = LSLoDataArguments(model=str(base), train_file=str(world_dir / "translation" / "train.jsonl"),
+                             overwrite=True)
+    lslo_common = dict(tiers=tiers, max_steps=s["steps"], learning_rate=3e-3, lr_scheduler_type="constant",
+                       warmup_steps=0.0, **common)
+    _train_lslo(LSLoTrainingConfig(output_dir=str(work / "lslo"), **lslo_common), data)
+    _train_lslo(LSLoTrainingConfig(output_dir=str(work / "shared"), shared=True, **lslo_common), data)
+    evaluation = evaluate(test, {"base": base, "lslo": work / "lslo", "shared": work / "shared"},
+                          metrics=make_metrics(), tiers=parse_mapping(tiers, name="tiers"), device=device,
+                          num_beams=s["num_beams"], max_new_tokens=40, batch_size=64, progress=False)
+    chrf = {name: {f"{src}-{tgt}": value for (src, tgt), value in sorted(scores.items())}
+            for name, scores in sorted(evaluation.scores("chrf").items())}
     shutil.rmtree(random_dir, ignore_errors=True)
     return {"chrf": chrf, "tiers": tiers}
+
+
+def _train_lslo(config, data) -> None:
+    """``xlt.lslo.train`` without console output; a run stopped by a signal is an error."""
+    from xlt.errors import XltError
+    from xlt.lslo import train
+    from xlt.training import stop_signal
+
+    trainer = train(config, data, progress=False)
+    if stop_signal(trainer) is not None:
+        raise XltError(f"LSLo training into {config.output_dir} was stopped by a signal")
 
 
 # --------------------------------------------------------------------------------------------

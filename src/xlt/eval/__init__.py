@@ -6,6 +6,7 @@ Public API (imported lazily, so ``import xlt.eval`` stays light):
 * :func:`evaluate_task` — exact-match accuracy of greedy completions (:mod:`xlt.eval.task`)
 * :func:`load_template` — a shipped or YAML prompt template (:mod:`xlt.eval.templates`)
 * :func:`run_lm_eval` — lm-evaluation-harness on an in-memory model (:mod:`xlt.eval.lm_eval_bridge`)
+* :func:`xlt.eval.mt.evaluate` — what ``xlt eval mt`` runs: every direction, BLEU / chrF per system
 """
 
 from __future__ import annotations

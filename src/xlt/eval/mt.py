@@ -5,7 +5,8 @@ fairseq setup): the source is ``[src_lang] tokens </s>``, the decoder starts wit
 forced as the first generated token (``forced_bos_token_id``); labels are
 ``[tgt_lang] tokens </s>``. A language's token is the code itself (NLLB, ``deu_Latn``) or
 ``__code__`` (M2M-100, ``__de__``). Decoder-only models see a :class:`TranslationPrompt`
-(``"{src_lang}: {src}\\n{tgt_lang}:"`` by default) and continue it with the target.
+(``"{src_lang}: {src}\\n{tgt_lang}:"`` by default) and continue it with the target. These
+conventions live in :mod:`xlt.translation`, which the LSLo trainer shares.
 
 Metrics (sacrebleu): BLEU (13a), chrF (``chrf_word_order=2`` gives chrF++) and spBLEU, i.e.
 BLEU on SentencePiece pieces, only when a SentencePiece model file is given (sacrebleu would
@@ -20,152 +21,14 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from xlt.errors import ConfigError, ModelError
+from xlt.translation import TranslationPrompt, encode_texts, language_token_id
 
 TIER_ORDER = ("high", "med", "low")
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenization conventions
-
-
-def language_token(tokenizer, code: str) -> str:
-    """The tokenizer's token for language ``code`` (``code`` itself, or ``__code__``)."""
-    vocab = tokenizer.get_vocab()
-    for candidate in (code, f"__{code}__"):
-        if candidate in vocab:
-            return candidate
-    raise ModelError(f"tokenizer has no token for language {code!r} (expected a token {code!r} or "
-                     f"'__{code}__'; an NLLB-style tokenizer must be built with this language code)")
-
-
-def language_token_id(tokenizer, code: str) -> int:
-    return int(tokenizer.convert_tokens_to_ids(language_token(tokenizer, code)))
-
-
-def encode_texts(tokenizer, texts: Sequence[str], lang: str, max_length: int) -> list[list[int]]:
-    """``[lang] tokens </s>`` for each text, truncated to ``max_length`` tokens in all."""
-    if max_length < 3:
-        raise ConfigError(f"max length must be >= 3 tokens, got {max_length}")
-    lang_id = language_token_id(tokenizer, lang)
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ModelError("tokenizer has no eos token")
-    bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-    return [[lang_id] + list(body[:max_length - 2]) + [eos] for body in bodies]
-
-
-#: Default translation prompt for decoder-only models: the source line, then the target
-#: language's name and a colon; the model continues with `` <target></s>``.
-DEFAULT_PROMPT_TEMPLATE = "{src_lang}: {src}\n{tgt_lang}:"
-
-
-@dataclass
-class TranslationPrompt:
-    """How a decoder-only model sees a translation pair: a prompt it continues with the target.
-
-    ``prompt = template.format(src_lang=name(src), tgt_lang=name(tgt), src=source text)``, encoded
-    with the tokenizer's own leading special tokens (BOS where the tokenizer adds one); the
-    continuation is ``target_prefix + target`` followed by EOS. ``language_names`` maps codes
-    to the names shown in the prompt (default: the code itself), e.g. ``{"fra_Latn": "French"}``.
-    A literal ``\\n`` in the template is a newline (handy on the command line). Training masks the
-    prompt out of the loss; generation continues the prompt and keeps the first line of the
-    continuation.
-    """
-
-    template: str = DEFAULT_PROMPT_TEMPLATE
-    language_names: dict[str, str] = field(default_factory=dict)
-    target_prefix: str = " "
-
-    def __post_init__(self):
-        import string
-
-        self.template = str(self.template).replace("\\n", "\n")
-        self.language_names = {str(k): str(v) for k, v in (self.language_names or {}).items()}
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
-        except ValueError as exc:
-            raise ConfigError(f"prompt template {self.template!r}: {exc}") from None
-        unknown = sorted(set(fields) - {"src", "src_lang", "tgt_lang"})
-        if unknown:
-            raise ConfigError(f"prompt template: unknown placeholder {{{unknown[0]}}} (expected {{src}}, "
-                              "{src_lang}, {tgt_lang})")
-        for needed in ("src", "tgt_lang"):
-            if needed not in fields:
-                raise ConfigError(f"prompt template {self.template!r} has no {{{needed}}} placeholder")
-
-    def name(self, lang: str) -> str:
-        return self.language_names.get(lang, lang)
-
-    def text(self, src: str, src_lang: str, tgt_lang: str) -> str:
-        return self.template.format(src=src, src_lang=self.name(src_lang), tgt_lang=self.name(tgt_lang))
-
-    def encode_prompts(self, tokenizer, items: Sequence[tuple[str, str, str]], max_length: int) -> list[list[int]]:
-        """Token ids of the prompt of each ``(text, src_lang, tgt_lang)``, at most ``max_length``.
-
-        An over-long prompt keeps its template and loses the end of the source text.
-        """
-        if not items:
-            return []
-        lead = _leading_special_tokens(tokenizer)
-        texts = [self.text(*item) for item in items]
-        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        out = []
-        for (src, s, t), ids in zip(items, encoded):
-            ids = lead + list(ids)
-            source = src
-            for _ in range(8):
-                if len(ids) <= max_length:
-                    break
-                body = tokenizer(source, add_special_tokens=False)["input_ids"]
-                if not body:
-                    break
-                keep = max(0, len(body) - (len(ids) - max_length))
-                source = tokenizer.decode(body[:keep], skip_special_tokens=True)
-                ids = lead + list(tokenizer(self.text(source, s, t), add_special_tokens=False)["input_ids"])
-            if len(ids) > max_length:
-                raise ConfigError(f"max source length {max_length} is too short for the prompt template "
-                                  f"{self.template!r} ({len(ids)} tokens without the source text)")
-            out.append(ids)
-        return out
-
-    def encode_targets(self, tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-        """``target_prefix + text`` then EOS, at most ``max_length`` tokens."""
-        if max_length < 2:
-            raise ConfigError(f"max target length must be >= 2 tokens, got {max_length}")
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            raise ModelError("tokenizer has no eos token")
-        if not texts:
-            return []
-        bodies = tokenizer([self.target_prefix + t for t in texts], add_special_tokens=False)["input_ids"]
-        return [list(body[:max_length - 1]) + [eos] for body in bodies]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"template": self.template, "language_names": dict(self.language_names),
-                "target_prefix": self.target_prefix}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "TranslationPrompt":
-        data = dict(data or {})
-        unknown = sorted(set(data) - {"template", "language_names", "target_prefix"})
-        if unknown:
-            raise ConfigError(f"translation prompt: unknown key(s) {', '.join(unknown)}")
-        return cls(**data)
-
-
-def _leading_special_tokens(tokenizer) -> list[int]:
-    """The special tokens the tokenizer puts before a text (``[bos]`` for Llama, ``[]`` for Qwen)."""
-    with_special = tokenizer("a")["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    for k in range(len(with_special) - len(plain) + 1):
-        if with_special[k:k + len(plain)] == plain:
-            return list(with_special[:k])
-    return []
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,3 +393,121 @@ def plot_direction_heatmap(scores: dict[tuple[str, str], float], tiers: dict[str
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Systems: what ``xlt eval mt`` runs
+
+
+@dataclass
+class MTEvaluation:
+    """What :func:`evaluate` returns.
+
+    ``systems``: name -> ``{"path": str, "lslo": bool, "directions": {(src, tgt): {metric: score,
+    ..., "n": pairs}}}``; ``hypotheses``: name -> one ``{src_lang, tgt_lang, src, ref, hyp}`` row
+    per pair; ``tiers``: language -> resource tier (given, else the first LSLo adapter's, else
+    empty); ``signatures``: sacrebleu signature of each metric.
+    """
+
+    systems: dict[str, dict[str, Any]]
+    hypotheses: dict[str, list[dict[str, str]]]
+    tiers: dict[str, str]
+    signatures: dict[str, str]
+
+    def scores(self, metric: str) -> dict[str, dict[tuple[str, str], float]]:
+        """System -> direction -> score of one metric."""
+        return {name: {d: v[metric] for d, v in res["directions"].items()} for name, res in self.systems.items()}
+
+
+def evaluate(pairs: Sequence[Any], systems: Mapping[str, str | os.PathLike], *,
+             metrics: dict[str, Any] | None = None, tiers: dict[str, str] | None = None,
+             prompt: TranslationPrompt | None = None, base: str | None = None, tokenizer: str | None = None,
+             device: str = "auto", dtype: str = "float32", allow_pickle: bool = False, progress: bool = True,
+             **generation: Any) -> MTEvaluation:
+    """Translate every direction of ``pairs`` with each system and score each direction.
+
+    ``pairs``: ParallelPair records (directions in order of first appearance); ``systems``: name
+    -> a Hugging Face model directory (seq2seq or decoder-only) or an LSLo adapter directory,
+    whose base model is ``base`` or else the one it records; ``tokenizer``: default the
+    system's, else its base's. ``metrics``: from :func:`make_metrics` (default: BLEU and chrF).
+    Decoder-only systems use the prompt they were trained with (recorded in the adapter, or in
+    the config of a model written by ``xlt lslo export`` / ``--full_finetune``), else
+    ``prompt`` (default :class:`~xlt.translation.TranslationPrompt`). ``generation``: the
+    options of :func:`translate_many` (``num_beams``, ``batch_size``, ``max_new_tokens``,
+    ``max_len_a``, ``max_len_b``, ``max_source_length``). ``progress``: a progress bar on stderr per system.
+    """
+    metrics = make_metrics() if metrics is None else metrics
+    groups = group_directions(pairs)
+    results: dict[str, dict] = {}
+    hypotheses: dict[str, list[dict]] = {}
+    for name, path in systems.items():
+        model, system_tokenizer, lslo_config, system_prompt = _load_system(
+            path, base=base, tokenizer=tokenizer, device=device, dtype=dtype, allow_pickle=allow_pickle,
+            prompt=prompt)
+        if tiers is None and lslo_config is not None:
+            tiers = {lang: lslo_config.tier_of(lang) for lang in lslo_config.languages}
+        per_direction = {}
+        rows = []
+        items = [(p.src, s, t) for (s, t), members in groups.items() for p in members]
+        bar = _progress(len(items), name, enabled=progress)
+        hyps_all = translate_many(model, system_tokenizer, items,
+                                  lslo_languages=lslo_config.languages if lslo_config is not None else None,
+                                  progress=bar.update, prompt=system_prompt, **generation)
+        offset = 0
+        for (src, tgt), members in groups.items():
+            hyps = hyps_all[offset:offset + len(members)]
+            offset += len(members)
+            refs = [p.tgt for p in members]
+            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), n=len(members))
+            rows += [{"src_lang": src, "tgt_lang": tgt, "src": p.src, "ref": p.tgt, "hyp": h}
+                     for p, h in zip(members, hyps)]
+        bar.close()
+        results[name] = {"path": str(path), "lslo": lslo_config is not None, "directions": per_direction}
+        hypotheses[name] = rows
+    return MTEvaluation(systems=results, hypotheses=hypotheses, tiers=dict(tiers or {}),
+                        signatures=signatures(metrics))
+
+
+def _progress(total: int, desc: str, *, enabled: bool = True):
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, disable=None if enabled else True,
+                leave=False)
+
+
+def _load_system(path: str | os.PathLike, *, base: str | None, tokenizer: str | None, device: str, dtype: str,
+                 allow_pickle: bool, prompt: TranslationPrompt | None):
+    """(model, tokenizer, LSLoConfig or None, TranslationPrompt or None) for a model or adapter directory.
+
+    Decoder-only systems use the prompt they were trained with (recorded in the adapter, or in
+    the config of a model written by ``xlt lslo export`` / ``--full_finetune``), else ``prompt``.
+    """
+    from xlt.lslo.model import base_model_of, is_lslo_dir, load_lslo, read_lslo_metadata
+    from xlt.models import load_model, load_tokenizer, resolve_device
+
+    fallback = prompt or TranslationPrompt()
+    device = resolve_device(device)
+    directory = Path(path)
+    if is_lslo_dir(directory):
+        base_path = base_model_of(directory, base)
+        tok_source = tokenizer or (directory if (directory / "tokenizer_config.json").is_file() else base_path)
+        system_tokenizer = load_tokenizer(tok_source)
+        model = load_model(base_path, kind="auto", dtype=dtype, device="cpu", allow_pickle=allow_pickle)
+        recorded = read_lslo_metadata(directory).get("translation_prompt")
+        lslo = load_lslo(model, directory)
+        lslo.to(device)
+        lslo.eval()
+        system_prompt = None
+        if not getattr(model.config, "is_encoder_decoder", False):
+            system_prompt = TranslationPrompt.from_dict(recorded) if recorded else fallback
+        return lslo, system_tokenizer, lslo.lslo_config, system_prompt
+    system_tokenizer = load_tokenizer(tokenizer or path)
+    model = load_model(path, kind="auto", dtype=dtype, device=device, allow_pickle=allow_pickle)
+    model.eval()
+    system_prompt = None
+    if not getattr(model.config, "is_encoder_decoder", False):
+        recorded = getattr(model.config, "xlt_translation_prompt", None)
+        system_prompt = TranslationPrompt.from_dict(recorded) if recorded else fallback
+    return model, system_tokenizer, None, system_prompt

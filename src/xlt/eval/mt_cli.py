@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 from xlt.errors import ConfigError
@@ -36,7 +35,7 @@ def _parse_systems(args) -> list[tuple[str, str]]:
 def mt_command(argv: list[str], prog: str) -> int:
     """Generate every direction (beam search), score BLEU / chrF (/ spBLEU), print and write tables."""
     from xlt.config import ArgumentParser, require_positive
-    from xlt.eval.mt import DEFAULT_PROMPT_TEMPLATE
+    from xlt.translation import DEFAULT_PROMPT_TEMPLATE
 
     parser = ArgumentParser(prog=prog, description=(
         "Translate every direction of a ParallelPair test set with each system (a Hugging Face "
@@ -100,8 +99,8 @@ def mt_command(argv: list[str], prog: str) -> int:
 
     if args.out:
         check_output(args.out, args.overwrite)
-    from xlt.eval.mt import (format_comparison, format_direction_table, group_directions, make_metrics,
-                             score, signatures, tier_averages, translate_many)
+    from xlt.eval.mt import (evaluate, format_comparison, format_direction_table, group_directions, make_metrics,
+                             tier_averages)
     from xlt.formats import read_records
     from xlt.lslo.config import parse_mapping
 
@@ -124,33 +123,13 @@ def mt_command(argv: list[str], prog: str) -> int:
         raise ConfigError(f"--metric: {metric!r} is not computed (available: {', '.join(metrics)})")
     tiers = parse_mapping(args.tiers, name="--tiers") if args.tiers else None
 
-    results: dict[str, dict] = {}
-    hypotheses: dict[str, list[dict]] = {}
-    for name, path in systems:
-        model, tokenizer, lslo_config, prompt = _load_system(path, args)
-        if tiers is None and lslo_config is not None:
-            tiers = {lang: lslo_config.tier_of(lang) for lang in lslo_config.languages}
-        per_direction = {}
-        rows = []
-        items = [(p.src, s, t) for (s, t), members in groups.items() for p in members]
-        progress = _progress(len(items), name)
-        hyps_all = translate_many(model, tokenizer, items, num_beams=args.num_beams, batch_size=args.batch_size,
-                                  max_new_tokens=args.max_new_tokens, max_len_a=args.max_len_a,
-                                  max_len_b=args.max_len_b, max_source_length=args.max_source_length,
-                                  lslo_languages=lslo_config.languages if lslo_config is not None else None,
-                                  progress=progress.update, prompt=prompt)
-        offset = 0
-        for (src, tgt), members in groups.items():
-            hyps = hyps_all[offset:offset + len(members)]
-            offset += len(members)
-            refs = [p.tgt for p in members]
-            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), n=len(members))
-            rows += [{"src_lang": src, "tgt_lang": tgt, "src": p.src, "ref": p.tgt, "hyp": h}
-                     for p, h in zip(members, hyps)]
-        progress.close()
-        results[name] = {"path": str(path), "lslo": lslo_config is not None, "directions": per_direction}
-        hypotheses[name] = rows
-    tiers = tiers or {}
+    evaluation = evaluate([p for members in groups.values() for p in members], dict(systems), metrics=metrics,
+                          tiers=tiers, prompt=_cli_prompt(args), base=args.base, tokenizer=args.tokenizer,
+                          device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
+                          num_beams=args.num_beams, batch_size=args.batch_size,
+                          max_new_tokens=args.max_new_tokens, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                          max_source_length=args.max_source_length)
+    results, hypotheses, tiers = evaluation.systems, evaluation.hypotheses, evaluation.tiers
 
     for name, res in results.items():
         table = {d: v[metric] for d, v in res["directions"].items()}
@@ -164,7 +143,7 @@ def mt_command(argv: list[str], prog: str) -> int:
             print(format_comparison({n: {d: v[extra] for d, v in r["directions"].items()}
                                      for n, r in results.items()}, tiers, metric=extra))
 
-    sigs = signatures(metrics)
+    sigs = evaluation.signatures
     print()
     for name, sig in sigs.items():
         print(f"signature {name}: {sig}")
@@ -173,52 +152,9 @@ def mt_command(argv: list[str], prog: str) -> int:
     return 0
 
 
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, disable=None, leave=False)
-
-
-def _load_system(path: str, args):
-    """(model, tokenizer, LSLoConfig or None, TranslationPrompt or None) for a model or adapter directory.
-
-    Decoder-only systems use the prompt they were trained with (recorded in the adapter, or in the
-    config of a model written by ``xlt lslo export`` / ``--full_finetune``), else the one of
-    ``--prompt-template`` / ``--language-names``.
-    """
-    from xlt.eval.mt import TranslationPrompt
-    from xlt.lslo.cli import base_model_of
-    from xlt.lslo.model import is_lslo_dir, load_lslo, read_lslo_metadata
-    from xlt.models import load_model, load_tokenizer, resolve_device
-
-    device = resolve_device(args.device)
-    directory = Path(path)
-    if is_lslo_dir(directory):
-        base = base_model_of(directory, args.base)
-        tok_source = args.tokenizer or (directory if (directory / "tokenizer_config.json").is_file() else base)
-        tokenizer = load_tokenizer(tok_source)
-        model = load_model(base, kind="auto", dtype=args.dtype, device="cpu", allow_pickle=args.allow_pickle)
-        recorded = read_lslo_metadata(directory).get("translation_prompt")
-        lslo = load_lslo(model, directory)
-        lslo.to(device)
-        lslo.eval()
-        prompt = None
-        if not getattr(model.config, "is_encoder_decoder", False):
-            prompt = TranslationPrompt.from_dict(recorded) if recorded else _cli_prompt(args)
-        return lslo, tokenizer, lslo.lslo_config, prompt
-    tokenizer = load_tokenizer(args.tokenizer or path)
-    model = load_model(path, kind="auto", dtype=args.dtype, device=device, allow_pickle=args.allow_pickle)
-    model.eval()
-    prompt = None
-    if not getattr(model.config, "is_encoder_decoder", False):
-        recorded = getattr(model.config, "xlt_translation_prompt", None)
-        prompt = TranslationPrompt.from_dict(recorded) if recorded else _cli_prompt(args)
-    return model, tokenizer, None, prompt
-
-
 def _cli_prompt(args):
-    from xlt.eval.mt import TranslationPrompt
     from xlt.lslo.config import parse_mapping
+    from xlt.translation import TranslationPrompt
 
     return TranslationPrompt(template=args.prompt_template,
                              language_names=parse_mapping(args.language_names, name="--language-names"))

@@ -369,6 +369,17 @@ def read_lslo_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def base_model_of(adapter: str | os.PathLike, given: str | None) -> str:
+    """The base model path: ``given``, else the one recorded in the adapter."""
+    if given:
+        return given
+    meta = read_lslo_metadata(adapter)
+    base = meta.get("base_model_path") or (meta.get("base") or {}).get("name_or_path")
+    if not base:
+        raise ConfigError(f"{adapter}: the adapter does not record its base model; pass --model")
+    return str(base)
+
+
 def is_lslo_dir(directory: str | os.PathLike) -> bool:
     return (Path(directory) / CONFIG_NAME).is_file()
 

@@ -142,8 +142,8 @@ class LSLoTrainingConfig(Seq2SeqTrainingArguments):
                                   f"{longest}, got {self.max_tokens}")
 
     def translation_prompt(self):
-        """The :class:`~xlt.eval.mt.TranslationPrompt` of decoder-only training."""
-        from xlt.eval.mt import TranslationPrompt
+        """The :class:`~xlt.translation.TranslationPrompt` of decoder-only training."""
+        from xlt.translation import TranslationPrompt
         from xlt.lslo.config import parse_mapping
 
         return TranslationPrompt(template=self.prompt_template,
@@ -279,7 +279,7 @@ def encode_pairs(tokenizer, pairs: Sequence[Any], languages: Sequence[str], *, m
     Returns one dict per pair with ``input_ids``, ``labels``, ``src_lang_ids``, ``tgt_lang_ids``
     (indices into ``languages``).
     """
-    from xlt.eval.mt import encode_texts
+    from xlt.translation import encode_texts
 
     index = {lang: k for k, lang in enumerate(languages)}
     rows: list[dict[str, Any] | None] = [None] * len(pairs)
@@ -344,13 +344,13 @@ def encode_causal_pairs(tokenizer, pairs: Sequence[Any], languages: Sequence[str
                         max_source_length: int, max_target_length: int) -> list[dict[str, Any]]:
     """Tokenize ParallelPairs for a decoder-only model: a prompt, then the target to learn.
 
-    ``prompt`` is a :class:`~xlt.eval.mt.TranslationPrompt` (default: its default template,
+    ``prompt`` is a :class:`~xlt.translation.TranslationPrompt` (default: its default template,
     ``"{src_lang}: {src}\\n{tgt_lang}:"``). Returns one dict per pair with ``input_ids`` (prompt
     ids, at most ``max_source_length``, then target ids and EOS, at most ``max_target_length``),
     ``labels`` (``-100`` over the prompt, so only the target is learned), ``src_lang_ids``,
     ``tgt_lang_ids`` (indices into ``languages``).
     """
-    from xlt.eval.mt import TranslationPrompt
+    from xlt.translation import TranslationPrompt
 
     prompt = prompt or TranslationPrompt()
     index = {lang: k for k, lang in enumerate(languages)}
