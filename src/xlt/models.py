@@ -127,6 +127,10 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str | None 
     """Load a tokenizer and make sure it has a pad token (falls back to EOS, then UNK)."""
     from transformers import AutoTokenizer
 
+    from xlt.quiet import quiet_transformers
+
+    quiet_transformers()
+
     local = local_model_dir(name_or_path)
     if local is not None and not any((local / name).is_file() for name in TOKENIZER_FILES):
         base = adapter_base(local)
@@ -171,6 +175,10 @@ def load_model(name_or_path: str | os.PathLike, *, kind: str = "auto", dtype: st
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from xlt.quiet import quiet_transformers
+
+    quiet_transformers()
+
     local = local_model_dir(name_or_path)
     base = adapter_base(local) if local is not None else None
     if base is not None:
@@ -213,10 +221,18 @@ def load_model(name_or_path: str | os.PathLike, *, kind: str = "auto", dtype: st
         model = auto.from_pretrained(source, **load_kwargs)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{name_or_path}: cannot load {kind} model ({_first_line(exc)})") from None
+    set_loss_type(model, kind)
     model.to(resolve_device(device))
     if adapter is not None:
         model = load_adapter(model, adapter, allow_pickle=allow_pickle, is_trainable=is_trainable)
     return model
+
+
+def set_loss_type(model, kind: str = "causal") -> None:
+    """Name the loss of a model whose class name does not (GPT-2's ``GPT2LMHeadModel``): the
+    same loss transformers falls back to, without its warning on every first forward."""
+    if getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForConditionalGeneration" if kind == "seq2seq" else "ForCausalLM"
 
 
 def load_adapter(model, adapter_dir: str | os.PathLike, *, adapter_name: str = "default",
@@ -342,3 +358,14 @@ def check_target_modules(model, target_modules: list[str]) -> None:
     if missing:
         raise ModelError(f"target module(s) {', '.join(missing)} not found in "
                          f"{type(base).__name__} (available: {', '.join(sorted(default_target_modules(base)))})")
+
+
+def targets_are_conv1d(model, target_modules: list[str]) -> bool:
+    """Whether the ``target_modules`` of ``model`` are GPT-2 style ``Conv1D`` layers (weights
+    stored (in, out)), for which LoRA needs ``fan_in_fan_out=True``."""
+    from transformers.pytorch_utils import Conv1D
+
+    base = unwrap_model(model)
+    wanted = set(target_modules)
+    return any(isinstance(module, Conv1D) for name, module in base.named_modules()
+               if name.rsplit(".", 1)[-1] in wanted)

@@ -151,7 +151,8 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
 
     from xlt.align.data import AlignCollator, build_dataset
     from xlt.align.trainer import AlignTrainer
-    from xlt.models import check_target_modules, default_target_modules, load_model, load_tokenizer
+    from xlt.models import (check_target_modules, default_target_modules, load_model, load_tokenizer,
+                            targets_are_conv1d)
 
     transformers.utils.logging.set_verbosity_warning()
     tokenizer = load_tokenizer(data.model, padding_side="right", trust_remote_code=data.trust_remote_code)
@@ -173,6 +174,7 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         check_target_modules(model, targets)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                  lora_dropout=cfg.lora_dropout, target_modules=targets,
+                                                 fan_in_fan_out=targets_are_conv1d(model, targets),
                                                  task_type="CAUSAL_LM"))
         if cfg.activation_checkpointing:
             model.enable_input_require_grads()
