@@ -1,6 +1,7 @@
 """The README's tour runs as written: every command of the block marked ``<!-- tour ... -->``
 runs through the real ``xlt`` (one process per command, through the shell) in an empty
-directory, in order, and must succeed. Step counts are cut to ``$XLT_TOUR_STEPS`` (default 2)
+directory, in order, and must succeed and end with its summary line (what was done, where it
+was written). Step counts are cut to ``$XLT_TOUR_STEPS`` (default 2)
 by rewriting each ``--max_steps N``; nothing else is changed.
 
 The commands of the other blocks (real models and data) are not run, but each must name an
@@ -108,3 +109,31 @@ def test_readme_tour_runs_as_written(tmp_path):
         assert proc.returncode == 0, f"README tour command failed: {run}\n{proc.stderr[-3000:]}"
         lines = proc.stdout.strip().splitlines()
         assert lines, f"README tour command printed nothing: {run}"
+        check_summary_line(lines[-1], run, work)
+
+
+def check_summary_line(line: str, command: str, cwd: Path) -> None:
+    """A command's last line of output says what it did and where it wrote:
+    ``xlt <command>: <what> -> <path>[, <path>]`` (each path exists), or ``... (no file written)``."""
+    words = shlex.split(command)
+    prog = " ".join(words[:3] if words[1] in ("train", "data", "merge", "eval", "analyze", "lslo") else words[:2])
+    assert line.startswith(f"{prog}: "), f"{command}: last line is not its summary: {line!r}"
+    if line.endswith("(no file written)"):
+        return
+    assert " -> " in line, f"{command}: the summary names no output: {line!r}"
+    for path in line.rsplit(" -> ", 1)[1].split(", "):
+        assert (cwd / path).exists(), f"{command}: the summary names {path}, which does not exist"
+
+
+@pytest.mark.parametrize("argv", [
+    "xlt synth --out w --corpus-lines 1200 --task-train 120 --task-dev 30 --task-test 60 --translation-train 60 "
+    "--translation-dev 12 --translation-test 18 --parallel-train 50 --vocab-size 500",
+    "xlt data reference-lm --input text.txt --lang sw --out ref.jsonl --prompt-units 4",
+])
+def test_commands_outside_the_tour_end_with_their_summary(argv, tmp_path):
+    from conftest import run_xlt
+
+    (tmp_path / "text.txt").write_text("one two three four five six seven eight nine ten\n" * 3, encoding="utf-8")
+    proc = run_xlt(*shlex.split(argv)[1:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    check_summary_line(proc.stdout.strip().splitlines()[-1], argv, tmp_path)

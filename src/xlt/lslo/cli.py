@@ -144,6 +144,11 @@ def train_command(argv: list[str], prog: str) -> int:
     if stopped is not None:  # pre-empted: a checkpoint, no final output
         return stopped
     _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata)
+    if trainer.is_world_process_zero():
+        from xlt.io import summary_line
+
+        what = "model" if lslo is None else ("shared LoRA adapter" if cfg.shared else "LSLo adapter")
+        print(summary_line(prog, f"{what} after {trainer.state.global_step} steps", out), flush=True)
     return 0
 
 
@@ -273,5 +278,7 @@ def export_command(argv: list[str], prog: str) -> int:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     n = len(lslo.lslo_layers)
-    print(f"{prog}: folded {args.src}->{args.tgt} into {n} linear layers of {base_path}; wrote {args.out}")
+    from xlt.io import summary_line
+
+    print(summary_line(prog, f"folded {args.src}->{args.tgt} into {n} linear layers of {base_path}", args.out))
     return 0
