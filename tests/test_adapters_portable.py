@@ -155,6 +155,17 @@ def test_eval_icl_scores_equal_with_adapter_as_model(written, tmp_path):
     assert samples["as_model"] != samples["base"]
 
 
+@pytest.mark.slow
+def test_training_refuses_an_adapter_as_model(written, xlt_cli_module):
+    """A new adapter trained on ``--model ADAPTER`` would silently drop the old one: refused."""
+    work = written["work"]
+    proc = xlt_cli_module("train", "sft", "--model", "sft", "--train_file", "train.jsonl",
+                          "--output_dir", "sft-on-sft", "--max_steps", "1", cwd=work)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "is a PEFT adapter" in proc.stderr
+    assert not (work / "sft-on-sft").exists()
+
+
 def test_recorded_base_is_absolute_for_a_local_directory_only(tmp_path, monkeypatch):
     from xlt.models import recorded_base
 

@@ -110,6 +110,17 @@ def adapter_base(directory: Path) -> str | None:
     return str(base)
 
 
+def refuse_adapter_model(name_or_path: str | os.PathLike, prog: str) -> None:
+    """Training starts from a plain model: ``--model`` naming an adapter directory is refused in
+    one line (a new adapter would record the adapter's base and silently drop the adapter)."""
+    local = local_model_dir(name_or_path)
+    base = adapter_base(local) if local is not None else None
+    if base is not None:
+        raise ModelError(f"{prog}: --model {name_or_path} is a PEFT adapter (of {base}); training starts "
+                         "from a plain model: pass its base, or fold the adapter into it first "
+                         "(xlt merge ... --merge-into-base)")
+
+
 def check_weight_files(directory: Path, *, allow_pickle: bool, what: str = "model") -> None:
     """Refuse a directory whose weights exist only as pickle files, unless allowed."""
     names = [p.name for p in directory.iterdir() if p.is_file()]

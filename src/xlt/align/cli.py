@@ -152,9 +152,10 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
     from xlt.align.data import AlignCollator, build_dataset
     from xlt.align.trainer import AlignTrainer
     from xlt.models import (check_target_modules, default_target_modules, load_model, load_tokenizer,
-                            targets_are_conv1d)
+                            refuse_adapter_model, targets_are_conv1d)
 
     transformers.utils.logging.set_verbosity_warning()
+    refuse_adapter_model(data.model, prog)
     tokenizer = load_tokenizer(data.model, padding_side="right", trust_remote_code=data.trust_remote_code)
     model = load_model(data.model, kind="causal", dtype=data.dtype, device="cpu",
                        allow_pickle=data.allow_pickle, trust_remote_code=data.trust_remote_code,

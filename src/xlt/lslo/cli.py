@@ -76,10 +76,11 @@ def train_command(argv: list[str], prog: str) -> int:
     from xlt.lslo.trainer import (CausalFullFinetuneTrainer, CausalLSLoTrainer, CausalTranslationCollator,
                                   FullFinetuneTrainer, LSLoTrainer, PruningCallback, TemperatureSampler,
                                   TranslationCollator, encode_causal_pairs, encode_pairs)
-    from xlt.models import load_model, load_tokenizer
+    from xlt.models import load_model, load_tokenizer, refuse_adapter_model
     from xlt.training import graceful_stop_callback
 
     transformers.utils.logging.set_verbosity_warning()
+    refuse_adapter_model(data.model, prog)
     tokenizer = load_tokenizer(data.tokenizer or data.model, padding_side="right",
                                trust_remote_code=data.trust_remote_code)
     model = load_model(data.model, kind="auto", dtype=data.dtype, device="cpu",
