@@ -8,6 +8,9 @@ arguments (with :mod:`xlt.config`), calls the public API, prints and writes file
 Errors: an :class:`~xlt.errors.XltError` becomes one line ``xlt: error: ...`` on stderr with
 exit status 2; anything else is a bug, reported in one line with exit status 1 (the traceback
 is shown with ``--debug``).
+
+Library noise (deprecation notices and advice meant for the code calling transformers, peft or
+torch) is filtered unless ``--verbose`` is given; see :mod:`xlt.quiet`.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def _usage(commands: dict, prefix: str) -> str:
         lines += ["Cross-lingual transfer for large language models.", "",
                   "global options:",
                   "  --debug        show the full traceback of an error",
+                  "  --verbose      let the libraries' warnings and notices through (filtered by default)",
                   "  --version      print the version and exit",
                   "  -h, --help     show this help and exit", ""]
     lines.append("commands:")
@@ -133,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("XLT_DEBUG") == "1"
-    argv = [a for a in argv if a != "--debug"]
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a not in ("--debug", "--verbose")]
+    if not verbose:
+        from xlt.quiet import quiet_libraries
+
+        quiet_libraries()
     try:
         return run(argv)
     except SystemExit as exc:  # argparse --help

@@ -175,3 +175,10 @@ def read_json(path: str | Path, error: type[XltError] = XltError) -> Any:
         raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise error(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+
+
+def summary_line(prog: str, what: str, *written: str | os.PathLike | None) -> str:
+    """The one line every command ends with: what was done and where it was written,
+    ``"xlt eval icl: ... -> runs/icl.json"`` (``"... (no file written)"`` when nothing was)."""
+    paths = [os.fspath(p) for p in written if p]
+    return f"{prog}: {what} -> {', '.join(paths)}" if paths else f"{prog}: {what} (no file written)"

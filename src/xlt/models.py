@@ -15,6 +15,8 @@ from typing import Any
 
 from xlt.errors import ModelError
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float16": "float16",
@@ -79,6 +81,46 @@ def local_model_dir(name_or_path: str | os.PathLike) -> Path | None:
     return None
 
 
+def recorded_base(name_or_path: str | os.PathLike) -> str:
+    """How an adapter records its base model: a local directory as an absolute path (so the
+    adapter loads from any working directory, with PEFT's own ``AutoPeftModel`` too), a hub id
+    unchanged. A name that is both a local directory and a hub id is the directory, as
+    transformers resolves it."""
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    return text
+
+
+def adapter_base(directory: Path) -> str | None:
+    """The base model named by the PEFT adapter in ``directory`` (``base_model_name_or_path`` of
+    its ``adapter_config.json``, the ``AutoPeftModel`` convention), or None when ``directory``
+    is a model directory (it has a ``config.json``) or not an adapter directory at all."""
+    from xlt.io import read_json
+
+    config_path = directory / "adapter_config.json"
+    if (directory / "config.json").is_file() or not config_path.is_file():
+        return None
+    config = read_json(config_path, error=ModelError)
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not base:
+        raise ModelError(f"{config_path}: the adapter names no base model (base_model_name_or_path); "
+                         "pass the base as --model and this directory as --adapter")
+    return str(base)
+
+
+def refuse_adapter_model(name_or_path: str | os.PathLike, prog: str) -> None:
+    """Training starts from a plain model: ``--model`` naming an adapter directory is refused in
+    one line (a new adapter would record the adapter's base and silently drop the adapter)."""
+    local = local_model_dir(name_or_path)
+    base = adapter_base(local) if local is not None else None
+    if base is not None:
+        raise ModelError(f"{prog}: --model {name_or_path} is a PEFT adapter (of {base}); training starts "
+                         "from a plain model: pass its base, or fold the adapter into it first "
+                         "(xlt merge ... --merge-into-base)")
+
+
 def check_weight_files(directory: Path, *, allow_pickle: bool, what: str = "model") -> None:
     """Refuse a directory whose weights exist only as pickle files, unless allowed."""
     names = [p.name for p in directory.iterdir() if p.is_file()]
@@ -96,7 +138,16 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str | None 
     """Load a tokenizer and make sure it has a pad token (falls back to EOS, then UNK)."""
     from transformers import AutoTokenizer
 
-    local_model_dir(name_or_path)
+    from xlt.quiet import quiet_transformers
+
+    quiet_transformers()
+
+    local = local_model_dir(name_or_path)
+    if local is not None and not any((local / name).is_file() for name in TOKENIZER_FILES):
+        base = adapter_base(local)
+        if base is not None:  # an adapter saved without its tokenizer: the base model's
+            name_or_path = base
+            local_model_dir(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(name_or_path),
                                                   trust_remote_code=trust_remote_code, **kwargs)
@@ -126,16 +177,40 @@ def load_model(name_or_path: str | os.PathLike, *, kind: str = "auto", dtype: st
     ``kind``: ``"causal"``, ``"seq2seq"`` or ``"auto"`` (read from the config). ``adapter``: a
     PEFT adapter directory loaded on top (returned as a ``PeftModel``). Pickle weights and
     remote code are refused unless explicitly allowed.
+
+    ``name_or_path`` may itself be a PEFT adapter directory (an ``adapter_config.json`` and no
+    ``config.json``): its base is loaded from ``base_model_name_or_path`` (a relative path
+    resolves from the working directory, as in PEFT) and the adapter applied on top, as with
+    ``adapter``. A local model is loaded by its absolute path, so adapters trained on it
+    record a base that loads from any working directory.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from xlt.quiet import quiet_transformers
+
+    quiet_transformers()
+
     local = local_model_dir(name_or_path)
+    base = adapter_base(local) if local is not None else None
+    if base is not None:
+        if adapter is not None:
+            raise ModelError(f"{local}: is a PEFT adapter (of {base}); to stack --adapter {adapter} "
+                             f"on it, merge them first, or pass its base as the model")
+        options = dict(kind=kind, dtype=dtype, device=device, allow_pickle=allow_pickle,
+                       trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+        try:
+            model = load_model(base, **options, **kwargs)
+        except ModelError as exc:
+            raise ModelError(f"{local}: the adapter's base model {base!r} (base_model_name_or_path in "
+                             f"adapter_config.json) does not load: {exc}") from None
+        return load_adapter(model, local, allow_pickle=allow_pickle, is_trainable=is_trainable)
     if local is not None:
         if not (local / "config.json").is_file():
             raise ModelError(f"{local}: not a model directory (no config.json)")
         check_weight_files(local, allow_pickle=allow_pickle)
+    source = str(local.resolve()) if local is not None else os.fspath(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(os.fspath(name_or_path), trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except ValueError as exc:
         message = _first_line(exc)
         if "trust_remote_code" in message:
@@ -154,13 +229,21 @@ def load_model(name_or_path: str | os.PathLike, *, kind: str = "auto", dtype: st
     if attn_implementation:
         load_kwargs["attn_implementation"] = attn_implementation
     try:
-        model = auto.from_pretrained(os.fspath(name_or_path), **load_kwargs)
+        model = auto.from_pretrained(source, **load_kwargs)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{name_or_path}: cannot load {kind} model ({_first_line(exc)})") from None
+    set_loss_type(model, kind)
     model.to(resolve_device(device))
     if adapter is not None:
         model = load_adapter(model, adapter, allow_pickle=allow_pickle, is_trainable=is_trainable)
     return model
+
+
+def set_loss_type(model, kind: str = "causal") -> None:
+    """Name the loss of a model whose class name does not (GPT-2's ``GPT2LMHeadModel``): the
+    same loss transformers falls back to, without its warning on every first forward."""
+    if getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForConditionalGeneration" if kind == "seq2seq" else "ForCausalLM"
 
 
 def load_adapter(model, adapter_dir: str | os.PathLike, *, adapter_name: str = "default",
@@ -286,3 +369,14 @@ def check_target_modules(model, target_modules: list[str]) -> None:
     if missing:
         raise ModelError(f"target module(s) {', '.join(missing)} not found in "
                          f"{type(base).__name__} (available: {', '.join(sorted(default_target_modules(base)))})")
+
+
+def targets_are_conv1d(model, target_modules: list[str]) -> bool:
+    """Whether the ``target_modules`` of ``model`` are GPT-2 style ``Conv1D`` layers (weights
+    stored (in, out)), for which LoRA needs ``fan_in_fan_out=True``."""
+    from transformers.pytorch_utils import Conv1D
+
+    base = unwrap_model(model)
+    wanted = set(target_modules)
+    return any(isinstance(module, Conv1D) for name, module in base.named_modules()
+               if name.rsplit(".", 1)[-1] in wanted)

@@ -203,7 +203,9 @@ def data_afp_command(argv: list[str], prog: str) -> int:
         count += len(buffer)
     elapsed = time.perf_counter() - started
     counts = afp.plan_direction_counts(plan, options)
-    print(f"wrote {count} records to {out} ({elapsed:.1f} s)")
+    from xlt.io import summary_line
+
     print("directions: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(summary_line(prog, f"wrote {count} records ({elapsed:.1f} s)", out))
     sys.stdout.flush()
     return 0

@@ -52,4 +52,13 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
     from xlt.training import report_signal_stop
 
     stopped = report_signal_stop(trainer, prog)
-    return 0 if stopped is None else stopped  # pre-empted: a checkpoint, no final output
+    if stopped is not None:  # pre-empted: a checkpoint, no final output
+        return stopped
+    if trainer.is_world_process_zero():
+        from xlt.io import summary_line
+
+        losses = [e["train_loss"] for e in trainer.state.log_history if "train_loss" in e]
+        loss = f", final loss {losses[-1]:.4f}" if losses else ""
+        print(summary_line(prog, f"{'LoRA adapter' if cfg.use_lora else 'model'} after "
+                                 f"{trainer.state.global_step} steps{loss}", cfg.output_dir), flush=True)
+    return 0

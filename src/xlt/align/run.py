@@ -140,8 +140,10 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
 
     from xlt.align.data import AlignCollator, build_dataset
     from xlt.align.trainer import AlignTrainer
-    from xlt.models import check_target_modules, default_target_modules, load_model, load_tokenizer
+    from xlt.models import (check_target_modules, default_target_modules, load_model, load_tokenizer,
+                            refuse_adapter_model, targets_are_conv1d)
 
+    refuse_adapter_model(data.model, "xlt train")
     tokenizer = load_tokenizer(data.model, padding_side="right", trust_remote_code=data.trust_remote_code)
     model = load_model(data.model, kind="causal", dtype=data.dtype, device="cpu",
                        allow_pickle=data.allow_pickle, trust_remote_code=data.trust_remote_code,
@@ -161,6 +163,7 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
         check_target_modules(model, targets)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                                  lora_dropout=cfg.lora_dropout, target_modules=targets,
+                                                 fan_in_fan_out=targets_are_conv1d(model, targets),
                                                  task_type="CAUSAL_LM"))
         if cfg.activation_checkpointing:
             model.enable_input_require_grads()

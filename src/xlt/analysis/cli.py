@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from pathlib import Path
@@ -192,8 +191,11 @@ def similarity_command(argv: list[str], prog: str) -> int:
                 types, matrix = result.gradient_matrix()
                 plot_gradient_heatmap(types, matrix, tmp / f"gradient_heatmap_{_safe(label)}.png",
                                       title=f"Gradient cosine by block and parameter type: {label}")
-    print(json.dumps({"output_dir": str(args.output_dir),
-                      "files": sorted(p.name for p in Path(args.output_dir).iterdir())}))
+    from xlt.io import summary_line
+
+    files = sorted(p.name for p in Path(args.output_dir).iterdir())
+    print(summary_line(prog, f"layer-wise similarity of {len(results)} model(s), {len(files)} files "
+                             f"({', '.join(files)})", args.output_dir))
     return 0
 
 

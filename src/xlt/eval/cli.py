@@ -237,6 +237,12 @@ def icl_command(argv: list[str], prog: str) -> int:
         write_json(args.output, report, overwrite=True)
     if args.log_samples:
         _write_samples(args.log_samples, samples, overwrite=True)
+    from xlt.io import summary_line
+
+    n_items = sum(len(items) for items in test.values())
+    best = max(run["average_acc"] for run in runs)
+    print(summary_line(prog, f"{task_name}: {n_items} items in {len(test)} languages, {len(runs)} run(s), "
+                             f"best average acc {100 * best:.2f}", args.output, args.log_samples))
     return 0
 
 
@@ -327,6 +333,12 @@ def task_command(argv: list[str], prog: str) -> int:
                                  "languages": table, VERSIONS_KEY: package_versions()}, overwrite=True)
     if args.predictions:
         _write_samples(args.predictions, rows, overwrite=True)
+    from xlt.io import summary_line
+
+    n = sum(row["n"] for row in table.values())
+    mean = sum(row["accuracy"] for row in table.values()) / max(1, len(table))
+    print(summary_line(prog, f"{n} examples in {len(table)} languages, mean accuracy {100 * mean:.2f}",
+                       args.output, args.predictions))
     return 0
 
 
@@ -385,6 +397,9 @@ def lm_eval_command(argv: list[str], prog: str) -> int:
             for sample in samples:
                 rows.append(_jsonable({"task": task, **sample}))
         _write_samples(args.log_samples, rows, overwrite=True)
+    from xlt.io import summary_line
+
+    print(summary_line(prog, f"lm-evaluation-harness on {len(tasks)} task(s)", args.output, args.log_samples))
     return 0
 
 

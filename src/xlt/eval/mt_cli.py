@@ -149,6 +149,11 @@ def mt_command(argv: list[str], prog: str) -> int:
         print(f"signature {name}: {sig}")
     if args.out:
         _write_outputs(args, results, hypotheses, tiers, metrics, metric, sigs, tier_averages)
+    from xlt.io import summary_line
+
+    n_directions = len({d for r in results.values() for d in r["directions"]})
+    print(summary_line(prog, f"{len(results)} system(s) on {n_directions} directions ({', '.join(metrics)})",
+                       args.out))
     return 0
 
 

@@ -129,4 +129,9 @@ def ppl_command(argv: list[str], prog: str) -> int:
         write_json(args.output, report, overwrite=True)
     else:
         print(json.dumps(report, indent=2, sort_keys=True))
+    from xlt.io import summary_line
+
+    print(summary_line(prog, f"perplexity of {len(results)} language(s) ("
+                             + ", ".join(f"{name} {r['ppl']:.3f}" for name, r in results.items()) + ")",
+                       args.output))
     return 0

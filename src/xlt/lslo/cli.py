@@ -31,7 +31,15 @@ def train_command(argv: list[str], prog: str) -> int:
     from xlt.training import report_signal_stop
 
     stopped = report_signal_stop(trainer, prog)
-    return 0 if stopped is None else stopped  # pre-empted: a checkpoint, no final output
+    if stopped is not None:  # pre-empted: a checkpoint, no final output
+        return stopped
+    if trainer.is_world_process_zero():
+        from xlt.io import summary_line
+
+        what = ("model" if cfg.full_finetune else
+                ("shared LoRA adapter" if cfg.shared else "LSLo adapter"))
+        print(summary_line(prog, f"{what} after {trainer.state.global_step} steps", cfg.output_dir), flush=True)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,5 +101,7 @@ def export_command(argv: list[str], prog: str) -> int:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     n = len(lslo.lslo_layers)
-    print(f"{prog}: folded {args.src}->{args.tgt} into {n} linear layers of {base_path}; wrote {args.out}")
+    from xlt.io import summary_line
+
+    print(summary_line(prog, f"folded {args.src}->{args.tgt} into {n} linear layers of {base_path}", args.out))
     return 0

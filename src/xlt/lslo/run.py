@@ -84,10 +84,11 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     from xlt.lslo.trainer import (CausalFullFinetuneTrainer, CausalLSLoTrainer, CausalTranslationCollator,
                                   FullFinetuneTrainer, LSLoTrainer, PruningCallback, TemperatureSampler,
                                   TranslationCollator, encode_causal_pairs, encode_pairs)
-    from xlt.models import load_model, load_tokenizer
+    from xlt.models import load_model, load_tokenizer, refuse_adapter_model
     from xlt.training import graceful_stop_callback, quiet_trainer, schedule_check_callback
     from xlt.translation import language_token
 
+    refuse_adapter_model(data.model, "xlt train lslo")
     tokenizer = load_tokenizer(data.tokenizer or data.model, padding_side="right",
                                trust_remote_code=data.trust_remote_code)
     model = load_model(data.model, kind="auto", dtype=data.dtype, device="cpu",

@@ -136,14 +136,21 @@ def write_adapter(state: AdapterState, out_dir: str | os.PathLike, *, overwrite:
     """Write ``state`` as a PEFT adapter directory (``PeftModel.from_pretrained`` loads it).
 
     ``extra_files``: name -> JSON-serialisable object written beside the adapter (e.g. a merge
-    report). The directory appears atomically: on any error nothing is left behind.
+    report). The directory appears atomically: on any error nothing is left behind. A base
+    model that is a local directory is recorded by its absolute path (a hub id stays as it is),
+    so the adapter loads from any working directory.
     """
     from safetensors.torch import save_file
 
+    from xlt.models import recorded_base
+
+    config = dict(state.config)
+    if config.get("base_model_name_or_path"):
+        config["base_model_name_or_path"] = recorded_base(config["base_model_name_or_path"])
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         tensors = {k: v.contiguous() for k, v in state.tensors.items()}
         save_file(tensors, os.fspath(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(state.config, indent=2, sort_keys=True) + "\n",
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                        encoding="utf-8")
         for name, obj in (extra_files or {}).items():
             (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from xlt.config import ArgumentParser
 from xlt.errors import ConfigError, DataError
-from xlt.io import atomic_dir, check_output, write_json
+from xlt.io import atomic_dir, check_output, summary_line, write_json
 from xlt.provenance import VERSIONS_KEY, package_versions
 
 DEFAULT_GRID = "0:1:0.1"
@@ -43,6 +43,7 @@ def _common_merge_options(parser: ArgumentParser) -> None:
     parser.add_argument("--allow-base-mismatch", action="store_true",
                         help="accept adapters whose configs name different base models")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.set_defaults(prog=parser.prog)  # for the closing summary line
 
 
 def _parse_dtype(name: str):
@@ -103,10 +104,10 @@ def _write_result(args, result, states, extra_report: dict | None = None) -> Non
                 tokenizer.save_pretrained(tmp)
             (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
-        print(f"wrote merged model to {args.out}")
+        print(summary_line(args.prog, "wrote the merged model", args.out))
     else:
         write_adapter(result.adapter, args.out, overwrite=args.overwrite, extra_files={REPORT_NAME: report})
-        print(f"wrote {result.adapter.peft_type} adapter to {args.out}")
+        print(summary_line(args.prog, f"wrote a {result.adapter.peft_type} adapter", args.out))
 
 
 def _print_summary(result) -> None:
@@ -403,7 +404,7 @@ def reference_lm_command(argv: list[str], prog: str) -> int:
                         path=args.input[0])
     write_jsonl(args.out, records, overwrite=args.overwrite)
     note = f", {skipped} chunks with a whitespace completion skipped" if skipped else ""
-    print(f"{len(records)} records from {chunks.articles} articles ({args.unit} units, "
-          f"{args.prompt_units} + {args.completion_units}); {chunks.dropped_units} trailing "
-          f"{args.unit}s dropped{note} -> {args.out}")
+    print(summary_line(prog, f"{len(records)} records from {chunks.articles} articles ({args.unit} units, "
+                             f"{args.prompt_units} + {args.completion_units}); {chunks.dropped_units} "
+                             f"trailing {args.unit}s dropped{note}", args.out))
     return 0

@@ -271,6 +271,8 @@ def build_trainer(config: PretrainConfig, stores: Sequence[TokenStore], language
     assignment = LanguageAssignment(language_map, schedule, global_batch_size(config), seed=config.language_seed)
     dataset = PretrainDataset(stores, language_map, assignment, config.window_length, seed=config.seed,
                               shuffle=config.shuffle_windows)
+    from xlt.models import set_loss_type
+
     if model is None:
         tf.set_seed(config.seed)
         ids = {}
@@ -280,6 +282,7 @@ def build_trainer(config: PretrainConfig, stores: Sequence[TokenStore], language
         model = tf.AutoModelForCausalLM.from_config(
             model_config(config.preset, config.arch, language_map.model_vocab_size,
                          seq_len=config.window_length, **ids))
+    set_loss_type(model)
     callbacks = list(callbacks or []) + [graceful_stop_callback(), schedule_check_callback()]
     trainer = PretrainTrainer(model=model, args=config, train_dataset=dataset, data_collator=collate_windows,
                               callbacks=callbacks, language_schedule=schedule)

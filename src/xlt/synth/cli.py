@@ -99,7 +99,8 @@ def synth_command(argv: list[str], prog: str) -> int:
     counts = write_world(world, args.out, overwrite=args.overwrite)
     seconds = time.perf_counter() - start
     langs = ", ".join(f"{lang.code} ({lang.name}, {lang.word_order})" for lang in world.languages)
-    print(f"wrote {args.out}: {len(world.languages)} languages [{langs}], "
-          f"{sum(counts.values())} lines in {len(counts) + 1} files plus tokenizer/ "
-          f"in {seconds:.1f} s")
+    from xlt.io import summary_line
+
+    print(summary_line(prog, f"wrote {len(world.languages)} languages [{langs}], {sum(counts.values())} lines "
+                             f"in {len(counts) + 1} files plus tokenizer/ in {seconds:.1f} s", args.out))
     return 0
