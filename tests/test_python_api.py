@@ -82,8 +82,9 @@ def test_align_train_equals_the_command(tiny_llama_dir, align_data, tmp_path, xl
     assert capsys.readouterr().out == ""  # the call prints nothing; the summary went to report
     assert trainer.state.global_step == 3 and trainer.alignment_layer == 2  # num_layers // 2 of 4
 
-    assert lines == [line.split(": ", 1)[1] for line in done.stdout.splitlines()
-                     if line.startswith("xlt train mid-align: ")]
+    said = [line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("xlt train mid-align: ")]
+    # the command adds its closing summary line to what the call reports
+    assert lines == said[:-1] and said[-1].startswith("LoRA adapter after 3 steps")
     assert lines[0].startswith("16 task examples, 16 pairs")
     _assert_same_tensors(_tensors(api_out / "adapter_model.safetensors"),
                          _tensors(cli_out / "adapter_model.safetensors"))
@@ -132,8 +133,8 @@ def lslo_runs(toy_world, xlt_cli):
 
 def test_lslo_train_equals_the_command(lslo_runs):
     cli_out, api_out = lslo_runs["cli"], lslo_runs["api"]
-    assert lslo_runs["lines"] == [line.split(": ", 1)[1] for line in lslo_runs["stdout"].splitlines()
-                                  if line.startswith("xlt train lslo: ")]
+    said = [line.split(": ", 1)[1] for line in lslo_runs["stdout"].splitlines() if line.startswith("xlt train lslo: ")]
+    assert lslo_runs["lines"] == said[:-1] and "adapter after" in said[-1]  # plus the closing line
     assert lslo_runs["lines"][0].startswith("LSLo (")
     state = _tensors(api_out / "lslo_model.safetensors")
     _assert_same_tensors(state, _tensors(cli_out / "lslo_model.safetensors"))
