@@ -1,0 +1,90 @@
+"""Every engine trains like one process: mid-align and AFP under DeepSpeed ZeRO-2, ZeRO-2 with
+CPU offload and ZeRO-3 (2 gloo processes on the CPU), gradient accumulation 1 and 2, against a
+one-process run on the same global batch: losses of every step within 1e-5 (relative), final
+trainable weights within 1e-5, and the engine each run recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+METHODS = ("mid-align", "afp")
+GAS = (1, 2)
+DEEPSPEED = {"zero2.json": "deepspeed-zero2", "zero2-offload.json": "deepspeed-zero2-offload",
+             "zero3.json": "deepspeed-zero3"}
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+                WANDB_DISABLED="true", DS_ACCELERATOR="cpu")
+
+
+def _launch(out: Path, engine: str, runs: list[str], nproc: int):
+    out.mkdir(parents=True, exist_ok=True)
+    script = [str(HERE / "_engine_run.py"), str(out), engine, *runs]
+    cmd = [sys.executable, *(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+                             if nproc > 1 else []), *script]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    _launch(out, "single", [f"{m}-{ga}:{m}:{ga}" for m in METHODS for ga in GAS], 1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def deepspeed_runs(tmp_path_factory):
+    pytest.importorskip("deepspeed")
+    out = tmp_path_factory.mktemp("deepspeed")
+    runs = [f"{cfg[:-5]}-{m}-{ga}:{m}:{ga}:{cfg}" for cfg in DEEPSPEED for m in METHODS for ga in GAS]
+    done = _launch(out, "deepspeed", runs, 2)
+    return out, done.stderr
+
+
+def _compare(run: Path, reference: Path):
+    import torch
+
+    got, want = json.loads(run.with_suffix(".json").read_text()), json.loads(reference.with_suffix(".json").read_text())
+    assert [h["step"] for h in got["logs"]] == [h["step"] for h in want["logs"]] == [1, 2, 3, 4]
+    for a, b in zip(got["logs"], want["logs"]):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(b["loss"]), (run.name, a["step"], a["loss"], b["loss"])
+    # the run is long enough to mean something: the loss moved
+    assert got["logs"][0]["loss"] != got["logs"][-1]["loss"]
+    w_got, w_want = torch.load(run.with_suffix(".pt")), torch.load(reference.with_suffix(".pt"))
+    assert w_got.keys() == w_want.keys()
+    for name in w_want:
+        assert w_got[name].shape == w_want[name].shape, name
+        assert torch.allclose(w_got[name], w_want[name], rtol=0, atol=1e-5), \
+            (run.name, name, float((w_got[name] - w_want[name]).abs().max()))
+    return got
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("ga", GAS)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("config", list(DEEPSPEED))
+def test_deepspeed_matches_one_process(deepspeed_runs, single, config, method, ga):
+    out, stderr = deepspeed_runs
+    got = _compare(out / f"{config[:-5]}-{method}-{ga}", single / f"{method}-{ga}")
+    assert (got["engine"], got["world_size"]) == (DEEPSPEED[config], 2)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_deepspeed_refuses_early_exit_once_per_process(deepspeed_runs):
+    _, stderr = deepspeed_runs
+    lines = [line for line in stderr.splitlines() if "early exit is off" in line]
+    assert len(lines) == 2, lines  # one warning per process, for all twelve runs
+    assert "DeepSpeed engine" in lines[0]
