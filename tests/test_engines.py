@@ -88,3 +88,23 @@ def test_deepspeed_refuses_early_exit_once_per_process(deepspeed_runs):
     lines = [line for line in stderr.splitlines() if "early exit is off" in line]
     assert len(lines) == 2, lines  # one warning per process, for all twelve runs
     assert "DeepSpeed engine" in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_fsdp_that_accelerate_ignores_on_a_cpu_is_refused_not_run_as_ddp(tiny_llama_dir, tmp_path):
+    from _align_helpers import tiny_texts
+
+    tasks, _ = tiny_texts(8)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"lang": "qaa", "prompt": t.prompt, "completion": t.completion}) + "\n"
+                             for t in tasks))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "xlt",
+           "train", "sft", "--model", str(tiny_llama_dir), "--train_file", str(train), "--use_cpu", "true",
+           "--fsdp", "full_shard", "--max_steps", "1", "--output_dir", str(tmp_path / "never")]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    refusal = ("xlt: error: --fsdp: accelerate set up ddp x 2 processes instead of FSDP2 (it runs FSDP only "
+               "on GPUs or other accelerators, not on a CPU); refusing to train unsharded")
+    assert done.stderr.count(refusal) == 2, done.stderr[-3000:]  # one line from each process
+    assert not (tmp_path / "never" / "train_config.json").exists()

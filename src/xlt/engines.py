@@ -28,6 +28,9 @@ import torch
 
 from xlt.errors import ConfigError
 
+#: the key of the engine record in ``train_config.json`` (ignored when the file is read by ``--config``)
+ENGINE_KEY = "xlt_engine"
+
 #: names written under ``engine`` in ``train_config.json``
 ENGINES = ("single", "ddp", "fsdp2", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-zero2-offload",
            "deepspeed-zero3", "deepspeed-zero3-offload")
@@ -74,16 +77,38 @@ def describe(record: dict) -> str:
 
 
 def check_fsdp_version(args) -> None:
-    """Refuse FSDP version 1 (``args``: the ``TrainingArguments``), with one line."""
-    if not getattr(args, "fsdp", None):
+    """Refuse FSDP version 1 before anything loads, with one line (``args``: the
+    ``TrainingArguments``). ``--fsdp`` through the Trainer is version 2 unless its
+    ``fsdp_config`` says ``version: 1``; ``accelerate launch`` with an FSDP config sets
+    ``FSDP_VERSION`` (1 unless the config has ``fsdp_version: 2``)."""
+    if getattr(args, "fsdp", None):
+        config = getattr(args, "fsdp_config", None) or {}
+        version = int(config.get("version", config.get("fsdp_version", 2)) or 2)
+    elif os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        version = int(os.environ.get("FSDP_VERSION", "1") or 1)
+    else:
         return
-    config = getattr(args, "fsdp_config", None) or {}
-    version = int(config.get("fsdp_version", config.get("version", 1)) or 1)
-    env = os.environ.get("FSDP_VERSION")
-    if env:
-        version = int(env)
     if version != 2:
         raise ConfigError(FSDP1_REFUSAL)
+
+
+def check_engine(trainer) -> dict:
+    """The :func:`engine_record` of ``trainer``, after checking it is the engine the options ask
+    for: FSDP version 1 is refused, and ``--fsdp`` or ``--deepspeed`` that accelerate did not set
+    up (it runs FSDP only on GPUs / accelerators: on a CPU it silently runs DDP) is an error
+    rather than an unsharded run that looks sharded."""
+    record = engine_record(trainer)
+    args = trainer.args
+    if record["engine"].startswith("fsdp") and record["engine"] != "fsdp2":
+        raise ConfigError(FSDP1_REFUSAL)
+    if getattr(args, "fsdp", None) and record["engine"] != "fsdp2":
+        raise ConfigError(f"--fsdp: accelerate set up {describe(record)} instead of FSDP2 "
+                          "(it runs FSDP only on GPUs or other accelerators, not on a CPU); refusing to "
+                          "train unsharded")
+    if getattr(args, "deepspeed", None) and not record["engine"].startswith("deepspeed"):
+        raise ConfigError(f"--deepspeed {args.deepspeed}: accelerate set up {describe(record)} instead of "
+                          "DeepSpeed; refusing to train without it")
+    return record
 
 
 def is_zero3_param(p: torch.Tensor) -> bool:

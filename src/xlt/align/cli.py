@@ -120,6 +120,9 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
         raise ConfigError(f"{prog}: --output_dir is required")
     if not data.train_file:
         raise ConfigError(f"{prog}: --train_file is required (task examples)")
+    from xlt.engines import check_fsdp_version
+
+    check_fsdp_version(cfg)
     from xlt.training import resolve_resume
 
     out = Path(cfg.output_dir)
@@ -203,6 +206,9 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
     trainer = AlignTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
                            data_collator=collator, processing_class=tokenizer,
                            callbacks=callbacks)
+    from xlt.engines import check_engine, describe
+
+    engine = check_engine(trainer)
     if trainer.is_world_process_zero():
         layer = f", alignment layer {trainer.alignment_layer}" if trainer.alignment_layer is not None else ""
         print(f"{prog}: {len(tasks)} task examples, {len(pairs)} pairs -> {len(train_ds)} rows{layer}; "
@@ -213,16 +219,21 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
     stopped = report_signal_stop(trainer, prog)
     if stopped is not None:  # pre-empted: a checkpoint, no final output
         return stopped
-    _save(trainer, tokenizer, data, cfg, out)
+    _save(trainer, tokenizer, data, cfg, out, engine)
+    if trainer.is_world_process_zero():
+        print(f"{prog}: trained under {describe(engine)}; wrote {out}", flush=True)
     return 0
 
 
-def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
+def _save(trainer, tokenizer, data, cfg, out: Path, engine: dict) -> None:
     """Write the adapter (or model), tokenizer, the config used and the log history into ``out``.
 
     Each file lands with an atomic rename; ``train_config.json`` is written last and marks a
-    finished run. It holds every option of the command and can be passed back with ``--config``.
+    finished run. It holds every option of the command and can be passed back with ``--config``,
+    and under ``xlt_engine`` the engine the run actually trained under (``engine``, ``world_size``:
+    :mod:`xlt.engines`).
     """
+    from xlt.engines import ENGINE_KEY
     from xlt.io import write_json
 
     tmp = out / ".final.tmp"
@@ -241,6 +252,6 @@ def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
         os.replace(item, target)
     shutil.rmtree(tmp, ignore_errors=True)
     write_json(out / "log_history.json", trainer.state.log_history)
-    write_json(out / "train_config.json", used_options(data, cfg))
+    write_json(out / "train_config.json", {**used_options(data, cfg), ENGINE_KEY: engine})
 
 

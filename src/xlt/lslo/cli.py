@@ -46,6 +46,9 @@ def train_command(argv: list[str], prog: str) -> int:
         raise ConfigError(f"{prog}: --output_dir is required")
     if not data.train_file:
         raise ConfigError(f"{prog}: --train_file is required (ParallelPair records)")
+    from xlt.engines import check_fsdp_version
+
+    check_fsdp_version(cfg)
     from xlt.training import resolve_resume
 
     out = Path(cfg.output_dir)
@@ -137,6 +140,9 @@ def train_command(argv: list[str], prog: str) -> int:
     trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
                             eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
                             callbacks=callbacks, **batches, **extra)
+    from xlt.engines import check_engine, describe
+
+    engine = check_engine(trainer)
     kind = "" if seq2seq else "decoder-only, "
     rows = (f"{len(pairs)} pairs in {len(sampler.groups)} directions -> {len(sampler)} rows per epoch, "
             f"redrawn each epoch (T={cfg.sampling_temperature})")
@@ -156,7 +162,9 @@ def train_command(argv: list[str], prog: str) -> int:
     stopped = report_signal_stop(trainer, prog)
     if stopped is not None:  # pre-empted: a checkpoint, no final output
         return stopped
-    _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata)
+    _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata, engine)
+    if trainer.is_world_process_zero():
+        print(f"{prog}: trained under {describe(engine)}; wrote {out}", flush=True)
     return 0
 
 
@@ -177,8 +185,10 @@ def _filter_directions(pairs, directions, path):
     return kept
 
 
-def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata) -> None:
-    """Adapter, tokenizer, pruning report (JSON + PNG), log history, and train_config.json last."""
+def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata, engine: dict) -> None:
+    """Adapter, tokenizer, pruning report (JSON + PNG), log history, and train_config.json last
+    (with the engine the run trained under, :mod:`xlt.engines`)."""
+    from xlt.engines import ENGINE_KEY
     from xlt.io import atomic_file, write_json
     from xlt.lslo.pruning import make_pruning_permanent, plot_pruning_report, pruning_report
 
@@ -209,7 +219,7 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata) ->
         with atomic_file(out / "pruning_report.png", mode="wb") as handle:
             figure.savefig(handle, format="png", dpi=120)
     write_json(out / "log_history.json", trainer.state.log_history)
-    write_json(out / "train_config.json", used_options(data, cfg))
+    write_json(out / "train_config.json", {**used_options(data, cfg), ENGINE_KEY: engine})
 
 
 
