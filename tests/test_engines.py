@@ -1,7 +1,8 @@
 """Every engine trains like one process: mid-align and AFP under DeepSpeed ZeRO-2, ZeRO-2 with
-CPU offload and ZeRO-3 (2 gloo processes on the CPU), gradient accumulation 1 and 2, against a
-one-process run on the same global batch: losses of every step within 1e-5 (relative), final
-trainable weights within 1e-5, and the engine each run recorded."""
+CPU offload and ZeRO-3 (through the Trainer) and FSDP2 (``fully_shard``, through a plain loop:
+accelerate builds FSDP only on GPUs, see _fsdp2_run.py), 2 gloo processes on the CPU, gradient
+accumulation 1 and 2, against a one-process run on the same global batch: losses of every step
+within 1e-5 (relative), final trainable weights within 1e-5, and the engine each run recorded."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def _env():
                 WANDB_DISABLED="true", DS_ACCELERATOR="cpu")
 
 
-def _launch(out: Path, engine: str, runs: list[str], nproc: int):
+def _launch(out: Path, engine: str, runs: list[str], nproc: int, script: str = "_engine_run.py"):
     out.mkdir(parents=True, exist_ok=True)
-    script = [str(HERE / "_engine_run.py"), str(out), engine, *runs]
+    script = [str(HERE / script), str(out), engine, *runs]
     cmd = [sys.executable, *(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
                              if nproc > 1 else []), *script]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
@@ -50,6 +51,15 @@ def deepspeed_runs(tmp_path_factory):
     runs = [f"{cfg[:-5]}-{m}-{ga}:{m}:{ga}:{cfg}" for cfg in DEEPSPEED for m in METHODS for ga in GAS]
     done = _launch(out, "deepspeed", runs, 2)
     return out, done.stderr
+
+
+@pytest.fixture(scope="module")
+def fsdp2_runs(tmp_path_factory):
+    runs = [f"{m}-{ga}:{m}:{ga}" for m in METHODS for ga in GAS]
+    single, sharded = tmp_path_factory.mktemp("fsdp2-single"), tmp_path_factory.mktemp("fsdp2")
+    _launch(single, "single", runs, 1, "_fsdp2_run.py")
+    _launch(sharded, "fsdp2", runs, 2, "_fsdp2_run.py")
+    return single, sharded
 
 
 def _compare(run: Path, reference: Path):
@@ -79,6 +89,18 @@ def test_deepspeed_matches_one_process(deepspeed_runs, single, config, method, g
     out, stderr = deepspeed_runs
     got = _compare(out / f"{config[:-5]}-{method}-{ga}", single / f"{method}-{ga}")
     assert (got["engine"], got["world_size"]) == (DEEPSPEED[config], 2)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("ga", GAS)
+@pytest.mark.parametrize("method", METHODS)
+def test_fsdp2_matches_one_process_and_keeps_early_exit(fsdp2_runs, method, ga):
+    single, sharded = fsdp2_runs
+    got = _compare(sharded / f"{method}-{ga}", single / f"{method}-{ga}")
+    assert (got["engine"], got["world_size"]) == ("fsdp2", 2)
+    # FSDP2 allows the early exit: every alignment forward took it
+    assert got["early_exit"] == (4 if method == "afp" else 2) * ga
 
 
 @pytest.mark.slow
