@@ -1,7 +1,7 @@
-"""Run by test_engines.py: train tiny mid-align / AFP / SFT runs under one engine, write what they logged.
+"""Run by test_engines.py: train tiny mid-align / AFP runs under one engine, write what they logged.
 
-``python _engine_run.py OUT ENGINE RUN...`` (one process, ENGINE = single) or under
-``torchrun --nproc_per_node 2`` (ENGINE = ddp, fsdp2, deepspeed). Each RUN is
+``python _engine_run.py OUT single RUN...`` (one process) or under
+``torchrun --nproc_per_node 2`` (ENGINE = ddp or deepspeed; FSDP2 is _fsdp2_run.py). Each RUN is
 ``name:method:ga[:engine-config]`` (the config: a file name in examples/deepspeed/). Every run
 trains on the same global batch (4 rows per micro-batch over all processes) and rank 0 writes
 ``OUT/<name>.json`` (the step logs) and ``OUT/<name>.pt`` (the final trainable weights, full).
@@ -27,7 +27,6 @@ METHODS = {
     # gradient from an alignment micro-batch (the case engines differ on)
     "mid-align": ("mid-align", dict(alignment_gather=True, use_lora=False, learning_rate=1e-3)),
     "afp": ("afp", dict(packing=False, use_lora=True, learning_rate=1e-3)),
-    "sft": ("sft", dict(packing=False, use_lora=False, learning_rate=1e-3)),
 }
 
 
@@ -35,7 +34,7 @@ def main(out: str, engine: str, runs: list[str]) -> None:
     import torch
     import transformers
 
-    from xlt.engines import configure_cpu_deepspeed, engine_record, full_state
+    from xlt.engines import configure_cpu_deepspeed, engine_record, full_state, num_parameters
 
     transformers.utils.logging.set_verbosity_error()
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -48,14 +47,12 @@ def main(out: str, engine: str, runs: list[str]) -> None:
             configure_cpu_deepspeed()
             extra.update(deepspeed=str(HERE.parent / "examples" / "deepspeed" / rest[0]), use_cpu=False,
                          accelerator_config={"use_configured_state": True})
-        elif engine == "fsdp2":
-            extra.update(fsdp="full_shard", fsdp_config=str(HERE.parent / "examples" / "fsdp" / rest[0]))
         start = time.time()
         trainer = train_run(os.path.join(out, name), preset, per_device_train_batch_size=GLOBAL_BATCH // world,
                             **extra)
         weights = full_state(trainer.model_wrapped)
         if rank == 0:
-            record = dict(engine_record(trainer), seconds=round(time.time() - start, 2), logs=step_logs(trainer))
+            record = dict(engine_record(trainer), n_parameters=num_parameters(trainer.model), seconds=round(time.time() - start, 2), logs=step_logs(trainer))
             with open(os.path.join(out, f"{name}.json"), "w") as f:
                 json.dump(record, f)
             torch.save({k.removeprefix("module."): v for k, v in weights.items()}, os.path.join(out, f"{name}.pt"))

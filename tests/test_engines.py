@@ -54,6 +54,13 @@ def deepspeed_runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    _launch(out, "ddp", [f"{m}-{ga}:{m}:{ga}" for m in METHODS for ga in GAS], 2)
+    return out
+
+
+@pytest.fixture(scope="module")
 def fsdp2_runs(tmp_path_factory):
     runs = [f"{m}-{ga}:{m}:{ga}" for m in METHODS for ga in GAS]
     single, sharded = tmp_path_factory.mktemp("fsdp2-single"), tmp_path_factory.mktemp("fsdp2")
@@ -67,8 +74,10 @@ def _compare(run: Path, reference: Path):
 
     got, want = json.loads(run.with_suffix(".json").read_text()), json.loads(reference.with_suffix(".json").read_text())
     assert [h["step"] for h in got["logs"]] == [h["step"] for h in want["logs"]] == [1, 2, 3, 4]
+    worst = 0.0
     for a, b in zip(got["logs"], want["logs"]):
         assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(b["loss"]), (run.name, a["step"], a["loss"], b["loss"])
+        worst = max(worst, abs(a["loss"] - b["loss"]) / abs(b["loss"]))
     # the run is long enough to mean something: the loss moved
     assert got["logs"][0]["loss"] != got["logs"][-1]["loss"]
     w_got, w_want = torch.load(run.with_suffix(".pt")), torch.load(reference.with_suffix(".pt"))
@@ -77,6 +86,8 @@ def _compare(run: Path, reference: Path):
         assert w_got[name].shape == w_want[name].shape, name
         assert torch.allclose(w_got[name], w_want[name], rtol=0, atol=1e-5), \
             (run.name, name, float((w_got[name] - w_want[name]).abs().max()))
+    weights = max(float((w_got[k] - w_want[k]).abs().max()) for k in w_want)
+    print(f"{run.name}: {got['engine']} x {got['world_size']}: loss {worst:.1e}, weights {weights:.1e}")  # -s shows it
     return got
 
 
@@ -89,6 +100,18 @@ def test_deepspeed_matches_one_process(deepspeed_runs, single, config, method, g
     out, stderr = deepspeed_runs
     got = _compare(out / f"{config[:-5]}-{method}-{ga}", single / f"{method}-{ga}")
     assert (got["engine"], got["world_size"]) == (DEEPSPEED[config], 2)
+    # parameter counts see through ZeRO-3's empty placeholders (xlt pretrain reports this count)
+    want = json.loads((single / f"{method}-{ga}.json").read_text())["n_parameters"]
+    assert got["n_parameters"] == want > 0
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("ga", GAS)
+@pytest.mark.parametrize("method", METHODS)
+def test_ddp_matches_one_process(ddp_runs, single, method, ga):
+    got = _compare(ddp_runs / f"{method}-{ga}", single / f"{method}-{ga}")
+    assert (got["engine"], got["world_size"]) == ("ddp", 2)
 
 
 @pytest.mark.slow
@@ -130,3 +153,38 @@ def test_fsdp_that_accelerate_ignores_on_a_cpu_is_refused_not_run_as_ddp(tiny_ll
                "on GPUs or other accelerators, not on a CPU); refusing to train unsharded")
     assert done.stderr.count(refusal) == 2, done.stderr[-3000:]  # one line from each process
     assert not (tmp_path / "never" / "train_config.json").exists()
+
+
+def test_fsdp_example_config_is_version_2_and_version_1_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from xlt.engines import check_fsdp_version
+    from xlt.errors import ConfigError
+
+    config = load_config_from_file(str(HERE.parent / "examples" / "fsdp" / "fsdp2.yaml"))
+    assert config.distributed_type == DistributedType.FSDP and config.fsdp_config["fsdp_version"] == 2
+    # `accelerate launch --config_file` exports the version; xlt accepts 2 and refuses 1
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", str(config.fsdp_config["fsdp_version"]))
+    check_fsdp_version(SimpleNamespace(fsdp=None))
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ConfigError, match="use FSDP version 2"):
+        check_fsdp_version(SimpleNamespace(fsdp=None))
+    # --fsdp through the Trainer is version 2 unless its fsdp_config says 1
+    check_fsdp_version(SimpleNamespace(fsdp=True, fsdp_config={}))
+    with pytest.raises(ConfigError, match="use FSDP version 2"):
+        check_fsdp_version(SimpleNamespace(fsdp=True, fsdp_config={"version": 1}))
+
+
+def test_lslo_refuses_engines_that_partition_weights():
+    from xlt.engines import refuse_sharded_weights
+    from xlt.errors import ConfigError
+
+    for ok in ("single", "ddp", "deepspeed-zero2", "deepspeed-zero2-offload"):
+        refuse_sharded_weights({"engine": ok, "world_size": 2}, "LSLo training")
+    for bad in ("deepspeed-zero3", "deepspeed-zero3-offload", "fsdp2"):
+        with pytest.raises(ConfigError, match=f"LSLo training is not supported under {bad} yet"):
+            refuse_sharded_weights({"engine": bad, "world_size": 2}, "LSLo training")

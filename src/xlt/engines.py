@@ -40,6 +40,14 @@ FSDP1_REFUSAL = ("FSDP version 1 is not supported (its root module must see the 
                  "--fsdp_config '{\"fsdp_version\": 2}' or fsdp_version: 2 in the accelerate config")
 
 
+def refuse_sharded_weights(record: dict, what: str) -> None:
+    """Refuse, with one line, an engine that partitions the weights (ZeRO-3, FSDP2) for code that
+    still reads them directly (``what`` names it)."""
+    if record["engine"].startswith("deepspeed-zero3") or record["engine"] == "fsdp2":
+        raise ConfigError(f"{what} is not supported under {record['engine']} yet (it reads the weights "
+                          "directly, which this engine partitions): use DDP, DeepSpeed ZeRO-2 or one process")
+
+
 def _deepspeed_config(accelerator) -> dict | None:
     plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
     return None if plugin is None else plugin.deepspeed_config

@@ -140,9 +140,10 @@ def train_command(argv: list[str], prog: str) -> int:
     trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
                             eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
                             callbacks=callbacks, **batches, **extra)
-    from xlt.engines import check_engine, describe
+    from xlt.engines import check_engine, describe, refuse_sharded_weights
 
     engine = check_engine(trainer)
+    refuse_sharded_weights(engine, "LSLo training (pruning masks, saving, the base fingerprint)")
     kind = "" if seq2seq else "decoder-only, "
     rows = (f"{len(pairs)} pairs in {len(sampler.groups)} directions -> {len(sampler)} rows per epoch, "
             f"redrawn each epoch (T={cfg.sampling_temperature})")
