@@ -63,6 +63,9 @@ def test_mid_align_end_to_end_then_resume_with_the_saved_config(xlt_cli, tiny_ll
     config = json.loads((out / "train_config.json").read_text())
     assert config["schedule"] == "alternate" and config["alignment_temperature"] == 0.1
     assert_records_versions(config)  # and --config below ignores that record
+    # the engine the run actually trained under, in the file and the closing line (ignored by --config)
+    assert config["xlt_engine"] == {"engine": "single", "world_size": 1}
+    assert done.stdout.strip().splitlines()[-1].endswith(f"trained under single x 1 process -> {out}")
     model = load_adapter(load_model(tiny_llama_dir), out)
     assert type(model).__name__.startswith("Peft")
     # a killed run continues from its checkpoint; the saved config reproduces the run's options
@@ -176,3 +179,17 @@ def test_separate_alternate_streams_from_the_command_line(tiny_llama_dir, data, 
     assert json.loads((out / "train_config.json").read_text())["alternate_streams"] == "separate"
     with pytest.raises(ConfigError, match="needs the alternate schedule"):
         AFPConfig(output_dir=str(tmp_path / "afp"), alternate_streams="separate")
+
+
+def test_fsdp_version_1_is_refused_in_one_line(tiny_llama_dir, data, tmp_path, capsys, monkeypatch):
+    from xlt.cli import main
+
+    # what `accelerate launch` sets with an FSDP config that does not ask for version 2
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    status = main(["train", "mid-align", "--model", str(tiny_llama_dir), "--train_file", str(data / "mid.json"),
+                   "--output_dir", str(tmp_path / "never"), *COMMON])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith("xlt: error: FSDP version 1 is not supported") and "use FSDP version 2" in err[0]
+    assert not (tmp_path / "never").exists()

@@ -69,7 +69,8 @@ def parse_dataclasses(dataclass_types: Sequence[type], argv: Sequence[str], *, p
 
     Values from the YAML file become defaults; command-line flags override them. A YAML key
     that no dataclass knows is an error naming the file and the key, except the package
-    versions a saved ``train_config.json`` records (``xlt_versions``), which are ignored.
+    versions and the engine a saved ``train_config.json`` records (``xlt_versions``,
+    ``xlt_engine``), which are ignored.
     """
     from transformers import HfArgumentParser
 
@@ -87,6 +88,7 @@ def parse_dataclasses(dataclass_types: Sequence[type], argv: Sequence[str], *, p
         from xlt.provenance import VERSIONS_KEY
 
         values.pop(VERSIONS_KEY, None)  # what a saved train_config.json records, not an option
+        values.pop("xlt_engine", None)  # likewise (xlt.engines.ENGINE_KEY)
         known = {action.dest: action for action in parser._actions}
         unknown = sorted(k for k in values if k not in known)
         if unknown:

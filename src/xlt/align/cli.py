@@ -59,6 +59,9 @@ def _train(preset: str, argv: list[str], prog: str) -> int:
 
         losses = [e["train_loss"] for e in trainer.state.log_history if "train_loss" in e]
         loss = f", final loss {losses[-1]:.4f}" if losses else ""
+        from xlt.engines import describe
+
         print(summary_line(prog, f"{'LoRA adapter' if cfg.use_lora else 'model'} after "
-                                 f"{trainer.state.global_step} steps{loss}", cfg.output_dir), flush=True)
+                                 f"{trainer.state.global_step} steps{loss}, trained under "
+                                 f"{describe(trainer.xlt_engine)}", cfg.output_dir), flush=True)
     return 0

@@ -109,6 +109,9 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
     check_training_arguments(cfg)
     if not data.train_file:
         raise ConfigError("--train_file is required (task examples)")
+    from xlt.engines import check_fsdp_version
+
+    check_fsdp_version(cfg)
     from xlt.training import resolve_resume
 
     out = Path(cfg.output_dir)
@@ -195,6 +198,9 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
     trainer = AlignTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
                            data_collator=collator, processing_class=tokenizer,
                            callbacks=callbacks)
+    from xlt.engines import check_engine
+
+    trainer.xlt_engine = engine = check_engine(trainer)  # what the run really trains under
     if report is not None and trainer.is_world_process_zero():
         layer = f", alignment layer {trainer.alignment_layer}" if trainer.alignment_layer is not None else ""
         report(f"{len(tasks)} task examples, {len(pairs)} pairs -> {len(train_ds)} rows{layer}; "
@@ -205,11 +211,11 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
     from xlt.training import stop_signal
 
     if stop_signal(trainer) is None:  # else pre-empted: a checkpoint, no final output
-        _save(trainer, tokenizer, data, cfg, out)
+        _save(trainer, tokenizer, data, cfg, out, engine)
     return trainer
 
 
-def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
+def _save(trainer, tokenizer, data, cfg, out: Path, engine: dict) -> None:
     """Write the adapter (or model), tokenizer, the config used and the log history into ``out``.
 
     Each file lands with an atomic rename; ``train_config.json`` is written last and marks a
@@ -233,4 +239,6 @@ def _save(trainer, tokenizer, data, cfg, out: Path) -> None:
         os.replace(item, target)
     shutil.rmtree(tmp, ignore_errors=True)
     write_json(out / "log_history.json", trainer.state.log_history)
-    write_json(out / "train_config.json", used_options(data, cfg))
+    from xlt.engines import ENGINE_KEY
+
+    write_json(out / "train_config.json", {**used_options(data, cfg), ENGINE_KEY: engine})

@@ -43,6 +43,7 @@ from xlt.align.data import PAIR_KEYS, TASK_KEYS, AlternatingStreamsSampler, Stre
 from xlt.align.layers import layer_states
 from xlt.align.losses import _gather_active, alignment_loss, retrieval_accuracy
 from xlt.align.pooling import pool
+from xlt.engines import missing_gradient_callback
 from xlt.models import num_layers
 from xlt.training import GuardedTrainerMixin
 
@@ -66,6 +67,8 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
             _check_layer(self.alignment_layer, n)
         self._metrics: dict[str, dict[str, list]] = {"train": {}, "eval": {}}
         self._window_task_batches = 0
+        # every trainable parameter steps every optimizer step, as under DeepSpeed (xlt.engines)
+        self.add_callback(missing_gradient_callback(self))
 
     # ---- batches -------------------------------------------------------------------------
     def _objective(self, index: int) -> str:
@@ -164,10 +167,15 @@ class AlignTrainer(GuardedTrainerMixin, Trainer):
         return ce * num_items_in_batch / (scale * local.clamp(min=1)), (local > 0).float()
 
     def _forward_target(self, model):
-        """The module to run an early-stopped forward on: DDP stays (its reducer must see the
-        pass), a DeepSpeed engine is bypassed (its reduction hooks sit on the parameters)."""
-        if self.is_deepspeed_enabled and hasattr(model, "module"):
-            return model.module
+        """The module the alignment forward runs through: the wrapper the Trainer gave us.
+
+        DDP and FSDP2 must see the pass (DDP's reducer, FSDP2's per-module gather hooks) and
+        allow an early exit. A DeepSpeed engine must see the whole forward too: bypassing it
+        skips ZeRO-3's backward bookkeeping and leaves the parameters after the alignment
+        layer without a gradient, which ZeRO's flat partitions mishandle; :func:`layer_states`
+        recognises the engine, refuses the early exit (announced once) and gives those
+        parameters a zero gradient.
+        """
         return model
 
     def _alignment_loss(self, model, pair: dict, training: bool) -> torch.Tensor:

@@ -38,7 +38,10 @@ def train_command(argv: list[str], prog: str) -> int:
 
         what = ("model" if cfg.full_finetune else
                 ("shared LoRA adapter" if cfg.shared else "LSLo adapter"))
-        print(summary_line(prog, f"{what} after {trainer.state.global_step} steps", cfg.output_dir), flush=True)
+        from xlt.engines import describe
+
+        print(summary_line(prog, f"{what} after {trainer.state.global_step} steps, trained under "
+                                 f"{describe(trainer.xlt_engine)}", cfg.output_dir), flush=True)
     return 0
 
 

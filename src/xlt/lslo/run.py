@@ -55,6 +55,9 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     check_training_arguments(cfg)
     if not data.train_file:
         raise ConfigError("--train_file is required (ParallelPair records)")
+    from xlt.engines import check_fsdp_version
+
+    check_fsdp_version(cfg)
     from xlt.training import resolve_resume
 
     out = Path(cfg.output_dir)
@@ -146,6 +149,10 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
                             eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
                             callbacks=callbacks, **batches, **extra)
+    from xlt.engines import check_engine, refuse_sharded_weights
+
+    trainer.xlt_engine = engine = check_engine(trainer)  # what the run really trains under
+    refuse_sharded_weights(engine, "LSLo training (pruning masks, saving, the base fingerprint)")
     kind = "" if seq2seq else "decoder-only, "
     rows = (f"{len(pairs)} pairs in {len(sampler.groups)} directions -> {len(sampler)} rows per epoch, "
             f"redrawn each epoch (T={cfg.sampling_temperature})")
@@ -165,7 +172,7 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     from xlt.training import stop_signal
 
     if stop_signal(trainer) is None:  # else pre-empted: a checkpoint, no final output
-        _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata)
+        _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata, engine)
     return trainer
 
 
@@ -186,7 +193,7 @@ def _filter_directions(pairs, directions, path):
     return kept
 
 
-def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata) -> None:
+def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata, engine: dict) -> None:
     """Adapter, tokenizer, pruning report (JSON + PNG), log history, and train_config.json last."""
     from xlt.io import atomic_file, write_json
     from xlt.lslo.pruning import make_pruning_permanent, plot_pruning_report, pruning_report
@@ -218,4 +225,6 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata) ->
         with atomic_file(out / "pruning_report.png", mode="wb") as handle:
             figure.savefig(handle, format="png", dpi=120)
     write_json(out / "log_history.json", trainer.state.log_history)
-    write_json(out / "train_config.json", used_options(data, cfg))
+    from xlt.engines import ENGINE_KEY
+
+    write_json(out / "train_config.json", {**used_options(data, cfg), ENGINE_KEY: engine})

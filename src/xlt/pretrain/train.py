@@ -293,6 +293,8 @@ def build_trainer(config: PretrainConfig, stores: Sequence[TokenStore], language
 def pretrain(config: PretrainConfig, stores: Sequence[TokenStore], language_map: LanguageMap, *,
              tokenizer=None, resume_from_checkpoint: str | bool | None = None, callbacks=None):
     """Train; return ``(trainer, summary)``. Saving is the caller's job (see the CLI)."""
+    from xlt.engines import num_parameters
+
     trainer = build_trainer(config, stores, language_map, tokenizer=tokenizer, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     steps = trainer.state.global_step
@@ -302,7 +304,7 @@ def pretrain(config: PretrainConfig, stores: Sequence[TokenStore], language_map:
         "train_loss": result.training_loss,
         "tokens_seen": steps * global_batch_size(config) * config.window_length,
         "sequences_per_language": dict(zip(language_map.names, counts)),
-        "n_parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "n_parameters": num_parameters(trainer.model),  # ZeRO-3 keeps empty placeholders
         "schedule_mean_p": config.schedule().mean(),
     }
     return trainer, summary
