@@ -17,8 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: import from one unit to another must go to a strictly lower rank
 RANKS = {
     "errors": 0,
-    "xlt": 1, "io": 1, "provenance": 1, "fastpath": 1,  # "xlt": the package's own __init__
-    "config": 2, "formats": 2, "models": 2, "training": 2, "translation": 2, "testing": 2,
+    "xlt": 1, "io": 1, "provenance": 1, "fastpath": 1, "quiet": 1,  # "xlt": the package's own __init__
+    "config": 2, "formats": 2, "models": 2, "training": 2, "translation": 2, "testing": 2, "engines": 2,
     "synth": 3, "align": 3, "afp": 3, "merge": 3, "lslo": 3, "pretrain": 3,
     "eval": 4, "analysis": 4,
     "demo": 5,
