@@ -1,0 +1,87 @@
+"""Edge cases of pooling, InfoNCE and retrieval accuracy, against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from xlt.align import info_nce, pool, retrieval_accuracy
+from xlt.errors import ConfigError
+
+
+def _unit(degrees):
+    return torch.tensor([[math.cos(math.radians(d)), math.sin(math.radians(d))] for d in degrees])
+
+
+def test_retrieval_accuracy_counts_anchors_not_candidates():
+    # anchors at 0, 5, 90 degrees; candidates at 0, 90, 80 degrees (row i translates row i).
+    # Nearest candidate of each anchor: 0 -> c0 (right), 5 -> c0 (wrong), 90 -> c1 (wrong): 1/3.
+    # (Nearest anchor of each candidate would give 2/3, and a count instead of a mean 1.)
+    anchors, candidates = _unit([0, 5, 90]), _unit([0, 90, 80])
+    assert retrieval_accuracy(anchors, candidates) == pytest.approx(1 / 3)
+    # the other way round: 0 -> a0 (right), 90 -> a2 (wrong), 80 -> a2 (right): 2/3
+    assert retrieval_accuracy(candidates, anchors) == pytest.approx(2 / 3)
+
+
+def test_retrieval_accuracy_ties_go_to_the_lowest_index_and_scale_is_ignored():
+    same = torch.tensor([[1.0, 1.0]] * 4)
+    # every candidate ties; the lowest index (0) wins, so only anchor 0 is right: 1/4
+    assert retrieval_accuracy(same, same) == pytest.approx(0.25)
+    anchors = _unit([0, 90]) * torch.tensor([[10.0], [0.1]])
+    assert retrieval_accuracy(anchors, _unit([0, 90])) == 1.0
+
+
+@pytest.mark.parametrize("tau", [0, 0.0, -0.1, float("nan"), float("inf"), True, "0.1"])
+def test_info_nce_rejects_a_temperature_that_is_not_a_finite_positive_number(tau):
+    x = torch.randn(3, 4)
+    with pytest.raises(ConfigError, match="temperature"):
+        info_nce(x, x, tau)
+
+
+def test_info_nce_of_a_zero_vector_is_finite():
+    # cos(0, c) is taken as 0. tau = 0.5; anchors [0, 0], [1, 0]; candidates [1, 0], [0, 1]:
+    # S = [[0, 0], [2, 0]]; row 0 (target 0): log 2; row 1 (target 1): log(e^2 + 1)
+    anchors = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    candidates = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = (math.log(2) + math.log(1 + math.e ** 2)) / 2
+    assert info_nce(anchors, candidates, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    # a zero candidate: anchors [1, 0] twice, candidates [0, 0], [0, 1]: S = 0, log 2 per row
+    zero_candidate = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    assert info_nce(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), zero_candidate, 0.5).item() == \
+        pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_info_nce_symmetric_averages_both_directions():
+    # anchors [1, 0], [1, 0]; candidates [1, 0], [0, 1]; tau = 1: S = [[1, 0], [1, 0]]
+    # a -> c: row 0 target 0: log(e + 1) - 1; row 1 target 1: log(e + 1) - 0
+    # c -> a (S^T = [[1, 1], [0, 0]]): row 0 target 0: log(2e) - 1; row 1 target 1: log 2
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    c = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    forward = (2 * math.log(math.e + 1) - 1) / 2
+    backward = (math.log(2 * math.e) - 1 + math.log(2)) / 2
+    assert info_nce(a, c, 1.0).item() == pytest.approx(forward, rel=1e-6)
+    assert info_nce(a, c, 1.0, symmetric=True).item() == pytest.approx((forward + backward) / 2, rel=1e-6)
+
+
+def test_pool_picks_the_real_token_at_position_zero_and_at_the_end():
+    hidden = torch.arange(2 * 3 * 1, dtype=torch.float32).view(2, 3, 1)  # row b, position t -> 3b + t
+    right = torch.tensor([[1, 0, 0], [0, 0, 1]])  # only real token at 0 / at 2
+    assert pool(hidden, right, "last").view(-1).tolist() == [0.0, 5.0]
+    assert pool(hidden, right, "first").view(-1).tolist() == [0.0, 5.0]
+    assert pool(hidden, right, "mean").view(-1).tolist() == [0.0, 5.0]
+    gaps = torch.tensor([[1, 0, 1], [0, 1, 1]])
+    assert pool(hidden, gaps, "last").view(-1).tolist() == [2.0, 5.0]
+    assert pool(hidden, gaps, "first").view(-1).tolist() == [0.0, 4.0]
+    assert pool(hidden, gaps, "mean").view(-1).tolist() == [1.0, 4.5]
+    assert pool(hidden, None, "mean").view(-1).tolist() == [1.0, 4.0]
+    assert pool(hidden, None, "last").view(-1).tolist() == [2.0, 5.0]
+
+
+def test_pool_rejects_bad_input():
+    hidden = torch.zeros(2, 3, 4)
+    with pytest.raises(ConfigError, match="pooling method 'max'"):
+        pool(hidden, None, "max")
+    with pytest.raises(ValueError, match="no real token"):
+        pool(hidden, torch.tensor([[1, 1, 0], [0, 0, 0]]), "mean")
+    with pytest.raises(ValueError, match=r"\(batch, seq, dim\)"):
+        pool(torch.zeros(2, 3), None, "mean")
