@@ -85,3 +85,115 @@ def test_pool_rejects_bad_input():
         pool(hidden, torch.tensor([[1, 1, 0], [0, 0, 0]]), "mean")
     with pytest.raises(ValueError, match=r"\(batch, seq, dim\)"):
         pool(torch.zeros(2, 3), None, "mean")
+
+
+@pytest.fixture(scope="module")
+def llama(bpe_tokenizer):
+    from xlt.testing import tiny_model
+
+    return tiny_model("llama", bpe_tokenizer, seed=0, num_layers=3)
+
+
+def test_layer_states_says_when_the_block_did_not_run(llama):
+    from types import SimpleNamespace
+
+    from xlt.align import layer_states
+    from xlt.errors import ModelError
+
+    model = __import__("copy").deepcopy(llama)
+    model.forward = lambda **kwargs: SimpleNamespace(logits=None)  # no block runs (as under LayerDrop)
+    with pytest.raises(ModelError, match="decoder block 2 of .* did not run"):
+        layer_states(model, torch.tensor([[5, 6, 7]]), None, 2, early_exit=False)
+
+
+def test_whole_forward_without_logits_and_with_gradient(llama):
+    from types import SimpleNamespace
+
+    from xlt.align import layer_states
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        early = layer_states(llama, ids, None, 2)
+    model = __import__("copy").deepcopy(llama)
+    real = model.forward
+    model.forward = lambda **kwargs: SimpleNamespace(logits=None, inner=real(**kwargs))  # a headless output
+    with torch.no_grad():
+        assert torch.equal(layer_states(model, ids, None, 2, early_exit=False), early)
+    # with gradient: the same values, and the head joins the graph with a zero gradient
+    hidden = layer_states(llama, ids, None, 2, early_exit=False)
+    assert torch.equal(hidden.detach(), early)
+    hidden.sum().backward()
+    head = llama.get_output_embeddings().weight.grad
+    assert head is not None and not head.any()
+    llama.zero_grad(set_to_none=True)
+
+
+def test_a_fresh_process_warns_on_its_first_single_pair_batch():
+    import importlib
+    import warnings
+
+    import xlt.align.losses as losses
+
+    importlib.reload(losses)  # the module state of a new process
+    x = torch.randn(1, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert losses.info_nce(x, x, 0.1).item() == 0.0
+        losses.info_nce(x, x, 0.1)
+    assert len([w for w in caught if "one pair" in str(w.message)]) == 1
+
+
+class _TwoProcesses:
+    """torch.distributed as seen by rank ``rank`` of two processes whose other rank holds ``other``."""
+
+    def __init__(self, rank, other):
+        self.rank, self.other = rank, other
+
+    def get_world_size(self):
+        return 2
+
+    def get_rank(self):
+        return self.rank
+
+    def all_gather(self, out, tensor):
+        theirs = torch.tensor([self.other.shape[0]]) if tensor.numel() == 1 and tensor.dtype == torch.long \
+            else self.other
+        for r in range(2):
+            out[r].copy_(tensor if r == self.rank else theirs)
+
+
+def test_gather_keeps_the_local_rows_gradient_at_the_rank_offset(monkeypatch):
+    import torch.distributed as dist
+
+    from xlt.align import losses
+
+    local = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    other = torch.tensor([[5.0, 6.0], [7.0, 8.0]])
+    fake = _TwoProcesses(1, other)
+    for name in ("get_world_size", "get_rank", "all_gather"):
+        monkeypatch.setattr(dist, name, getattr(fake, name))
+    gathered, offset = losses._gather_with_grad(local)
+    assert offset == 2
+    assert gathered.tolist() == [[5.0, 6.0], [7.0, 8.0], [1.0, 2.0], [3.0, 4.0]]
+    gathered.sum().backward()
+    assert local.grad.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    # a different number of rows on the other process is a clean error
+    fake.other = torch.zeros(3, 2)
+    with pytest.raises(ConfigError, match=r"same number of pairs on every process, got \[3, 2\]"):
+        losses._gather_with_grad(local)
+
+
+def test_info_nce_gathers_only_when_asked(monkeypatch):
+    from xlt.align import losses
+
+    def twice(rows):  # another process holding the same rows
+        return torch.cat([rows, rows]), 0
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    monkeypatch.setattr(losses, "_gather_active", lambda: True)
+    monkeypatch.setattr(losses, "_gather_with_grad", twice)
+    # tau = 1, S = I: local: log(e + 1) - 1; gathered (4 x 4, two equal candidates per anchor)
+    assert losses.info_nce(a, c, 1.0).item() == pytest.approx(math.log(math.e + 1) - 1, rel=1e-6)
+    assert losses.info_nce(a, c, 1.0, gather=True).item() == pytest.approx(math.log(2 * math.e + 2) - 1,
+                                                                             rel=1e-6)
