@@ -197,3 +197,29 @@ def test_info_nce_gathers_only_when_asked(monkeypatch):
     assert losses.info_nce(a, c, 1.0).item() == pytest.approx(math.log(math.e + 1) - 1, rel=1e-6)
     assert losses.info_nce(a, c, 1.0, gather=True).item() == pytest.approx(math.log(2 * math.e + 2) - 1,
                                                                              rel=1e-6)
+
+
+def test_retrieval_accuracy_normalises_each_row():
+    # the anchors' norms differ by 100x; only their directions may count
+    anchors = torch.tensor([[1.0, 1.0], [100.0, 0.0], [0.0, 1.0]])
+    candidates = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert retrieval_accuracy(anchors, candidates) == 1.0
+    assert retrieval_accuracy(candidates, anchors) == 1.0
+
+
+def test_info_nce_shapes_must_match():
+    with pytest.raises(ValueError, match=r"must both be \(batch, dim\)"):
+        info_nce(torch.zeros(3, 4), torch.zeros(3, 5), 0.1)
+    with pytest.raises(ValueError, match=r"must both be \(batch, dim\)"):
+        info_nce(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), 0.1)
+
+
+def test_alignment_loss_is_one_directional_by_default():
+    from xlt.align import alignment_loss
+
+    # one token per sentence: pooled vectors are the tokens; the numbers of the symmetric test
+    a = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]])
+    c = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    ones = torch.ones(2, 1, dtype=torch.long)
+    forward = (2 * math.log(math.e + 1) - 1) / 2
+    assert alignment_loss(a, ones, c, ones, temperature=1.0).item() == pytest.approx(forward, rel=1e-6)
