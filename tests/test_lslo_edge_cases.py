@@ -169,3 +169,10 @@ def test_seeded_reset_parameters_is_reproducible_and_uses_each_rank_bound():
     assert a1.abs().max() <= 1.0 and a1.abs().max() > 0.75
     assert a4.abs().max() <= 0.5 and a4.abs().max() > 0.45
     assert math.isclose(float(a4.std()), 0.5 / math.sqrt(3), rel_tol=0.15)
+
+
+@pytest.mark.parametrize("base_dtype,adapter_dtype", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                                      (torch.bfloat16, torch.float32), (torch.float16, torch.float32)])
+def test_adapter_parameters_are_at_least_float32(base_dtype, adapter_dtype):
+    layer = LSLoLinear(nn.Linear(4, 4).to(base_dtype), [2, 1], "src", LSLoRoute())
+    assert layer.lora_a.dtype == adapter_dtype and layer.lora_b.dtype == adapter_dtype
