@@ -176,3 +176,27 @@ def test_seeded_reset_parameters_is_reproducible_and_uses_each_rank_bound():
 def test_adapter_parameters_are_at_least_float32(base_dtype, adapter_dtype):
     layer = LSLoLinear(nn.Linear(4, 4).to(base_dtype), [2, 1], "src", LSLoRoute())
     assert layer.lora_a.dtype == adapter_dtype and layer.lora_b.dtype == adapter_dtype
+
+
+@pytest.mark.parametrize("start,expected", [(0, [6.0, -3.0, 3.0, 4.0, 5.0, 6.0]),
+                                            (3, [1.0, 2.0, 3.0, 18.0, -9.0, 6.0])])
+def test_feature_slice_adapter_by_hand(start, expected):
+    from xlt.errors import ModelError
+
+    base = nn.Linear(6, 6)
+    with torch.no_grad():
+        base.weight.copy_(torch.eye(6))
+        base.bias.zero_()
+    route = LSLoRoute()
+    layer = LSLoLinear(base, [1], "src", route, dim=2, start_idx=start)
+    with torch.no_grad():
+        layer.lora_a.copy_(torch.tensor([[1.0], [2.0]]))   # (d_in 2, r 1)
+        layer.lora_b.copy_(torch.tensor([[1.0, -1.0]]))    # (r 1, d_out 2)
+    route.src = torch.tensor([0])
+    x = torch.arange(1.0, 7.0).view(1, 1, 6)
+    # slice [s, s + 2): (x_s + 2 x_{s+1}) * [1, -1] added to y = x there, nothing elsewhere
+    assert layer(x).view(-1).tolist() == expected
+    folded = torch.eye(6) + layer.delta_weight(0)
+    assert (x.view(-1) @ folded.T).tolist() == expected
+    with pytest.raises(ModelError, match="does not fit"):
+        LSLoLinear(nn.Linear(6, 6), [1], "src", route, dim=4, start_idx=3)
