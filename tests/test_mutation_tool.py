@@ -65,3 +65,27 @@ def test_equivalent_list_format(mutation, tmp_path):
     bad.write_text("src/xlt/align/pooling.py:1:CONST:1 -> 0 no reason\n")
     with pytest.raises(SystemExit, match="eq.txt:1: expected 'ID  # reason'"):
         mutation.read_equivalent(bad)
+
+
+def test_tests_are_chosen_by_the_lines_they_execute(mutation):
+    def mutant(scope, lines):
+        return mutation.Mutant("src/xlt/m.py", lines[0], "CMP", "<", "<=", 0, 1, "x", scope, lines)
+
+    data = {"lines": {"a": {"src/xlt/m.py": [10, 11]}, "b": {"src/xlt/m.py": [20]}, "c": {"src/xlt/m.py": [10]},
+                      "d": {"src/xlt/other.py": [10]}, "e": {"src/xlt/m.py": [10]}},
+            "outcome": {"a": "passed", "b": "passed", "c": "passed", "d": "passed", "e": "failed"},
+            "duration": {"a": 2.0, "b": 1.0, "c": 0.5, "d": 0.1, "e": 0.1}}
+    assert mutation._tests_for(mutant("line", [10]), data) == ["c", "a"]  # fastest first; e fails unmutated
+    assert mutation._tests_for(mutant("body", [19, 20, 21]), data) == ["b"]
+    assert mutation._tests_for(mutant("module", [1]), data) == ["c", "b", "a"]
+    assert mutation._tests_for(mutant("line", [30]), data) == []
+
+
+def test_the_ratio_leaves_equivalent_mutants_out(mutation):
+    m = mutation.Mutant("src/xlt/m.py", 1, "CMP", "<", "<=", 0, 1, "x", "line", [1])
+    results = [mutation.Result(m, s) for s in ["killed", "killed", "timeout", "survived", "untested", "equivalent"]]
+    lines = []
+    rows = mutation.report(results, {}, [], lines.append)
+    assert rows["src/xlt/m.py"]["kill_ratio"] == 0.6  # (2 + 1) / (6 - 1)
+    assert any("1 equivalent mutants excluded" in line for line in lines)
+    assert sum("src/xlt/m.py:1:CMP:< -> <=" in line for line in lines) == 2  # the two survivors
