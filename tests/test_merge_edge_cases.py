@@ -38,6 +38,7 @@ def test_delta_merge_of_mixed_rank_loras_is_exact():
     assert merged.report["rank"] == 6 and merged.report["modules"] == 2
     config = merged.adapter.config
     assert (config["r"], config["lora_alpha"], config["rank_pattern"]) == (6, 6, {})
+    assert config["use_rslora"] is False and config["inference_mode"] is True
     for module in MODULES:
         # alpha / r: 4/2 = 2, 6/3 = 2, 5/1 = 5
         expected = 2 * task[module][1] @ task[module][0] + t * (2 * tgt[module][1] @ tgt[module][0]
@@ -98,16 +99,17 @@ def test_factorwise_follows_the_reference_order_of_operations():
 def test_factorwise_merge_and_reference_a_disagreement():
     a1, b1 = torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0], [0.0]])
     a2, b2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[2.0], [1.0]])
-    a3, b3 = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0], [1.0]])
+    a3, b3 = torch.tensor([[2.0, 1.0]]), torch.tensor([[0.0], [1.0]])
     pair = lambda a, b: _lora({m: (a, b) for m in MODULES}, 1, 2)  # noqa: E731
     merged = adamergex(pair(a1, b1), pair(a2, b2), pair(a3, b3), 0.5, mode="factorwise")
     A = merged.adapter.tensors[f"{PREFIX}self_attn.q_proj.lora_A.weight"]
     B = merged.adapter.tensors[f"{PREFIX}self_attn.q_proj.lora_B.weight"]
-    # A1 + 0.5 (A2 - A3) = [2, 1.5]; B1 + 0.5 (B2 - B3) = [2, 0]; the task config (r 1, alpha 2)
-    assert A.tolist() == [[2.0, 1.5]] and B.tolist() == [[2.0], [0.0]]
+    # A1 + 0.5 (A2 - A3) = [1.5, 1.5]; B1 + 0.5 (B2 - B3) = [2, 0]; the task config (r 1, alpha 2)
+    assert A.tolist() == [[1.5, 1.5]] and B.tolist() == [[2.0], [0.0]]
     assert merged.adapter.config["r"] == 1 and merged.adapter.config["lora_alpha"] == 2
-    # ||A2 - A3|| / ||A3|| over both modules: sqrt(2 * (4 + 1) / (2 * 2)) = sqrt(2.5)
-    assert merged.report["ref_A_disagreement"] == pytest.approx(math.sqrt(2.5))
+    assert merged.adapter.config["inference_mode"] is True
+    # ||A2 - A3|| / ||A3|| over both modules: sqrt(2 * (1 + 1) / (2 * (4 + 1))) = sqrt(0.4)
+    assert merged.report["ref_A_disagreement"] == pytest.approx(math.sqrt(0.4))
     same = adamergex(pair(a1, b1), pair(a2, b2), pair(a2, b3), 0.5, mode="factorwise")
     assert same.report["ref_A_disagreement"] == 0.0
     # as released: A1 + t A2, B1 + t B2, ref_source unused, no disagreement reported
@@ -158,3 +160,42 @@ def test_ia3_quotient_and_clamp_by_hand():
 def test_lora_delta_applies_the_scaling():
     factors = LoraFactors(A=torch.tensor([[1.0, 2.0]]), B=torch.tensor([[3.0], [4.0]]), scaling=0.5)
     assert lora_delta(factors).tolist() == [[1.5, 3.0], [2.0, 4.0]]
+
+
+def test_ia3_default_clamp_and_config():
+    merged, clamped = ia3_adamergex(torch.tensor([1.0, 1.0, 1.0]), torch.tensor([2.0, 2.0, 2.0]),
+                                    torch.tensor([0.0, -1e-7, 0.5]), 1.0)
+    # IA3_EPS = 1e-6: 0 -> +1e-6, -1e-7 -> -1e-6; t = 1: l_task * l_tgt / l_src
+    assert merged.tolist() == pytest.approx([2e6, -2e6, 4.0])
+    assert clamped == 2
+    keys = [f"{PREFIX}self_attn.v_proj.ia3_l"]
+    pair = lambda value: ({"peft_type": "IA3", "task_type": "CAUSAL_LM", "target_modules": ["v_proj"],  # noqa: E731
+                           "feedforward_modules": [], "base_model_name_or_path": "tiny"},
+                          {k: torch.full((3, 1), value) for k in keys})
+    result = adamergex(pair(2.0), pair(3.0), pair(1.5), 0.5)
+    # 2 * (0.5 * (3 / 1.5 - 1) + 1) = 3
+    assert result.adapter.tensors[keys[0]].view(-1).tolist() == [3.0, 3.0, 3.0]
+    assert result.adapter.config["inference_mode"] is True and result.report["eps"] == 1e-6
+    assert result.report["clamped_entries"] == 0 and result.report["modules"] == 1
+
+
+def test_different_base_models_are_refused_unless_allowed():
+    task, other = _lora(_random(1, 0), 1, 1), _lora(_random(1, 1), 1, 1)
+    other[0]["base_model_name_or_path"] = "another-model"
+    with pytest.raises(ModelError, match="base models differ"):
+        merge_lora([_as_state(task), _as_state(other)], [1.0, 1.0])
+    with pytest.raises(ModelError, match="base models differ"):
+        adamergex(task, other, task, 1.0)
+    assert merge_lora([_as_state(task), _as_state(other)], [1.0, 1.0], allow_base_mismatch=True).report["rank"] == 2
+
+
+def test_requested_dtypes_are_kept():
+    from xlt.merge.adamergex import concat_updates
+
+    factors = [LoraFactors(A=torch.ones(1, 2), B=torch.ones(2, 1), scaling=1.0)] * 2
+    assert concat_updates(factors, [1.0, 1.0], dtype=torch.float64).A.dtype == torch.float64
+    assert concat_updates(factors, [1.0, 1.0]).A.dtype == torch.float32
+    assert combine_factors(factors, [1.0, 1.0], dtype=torch.float64).B.dtype == torch.float64
+    # the first tensor's dtype sets the working precision: 1 + 1e-9 survives in float64
+    total = weighted_sum([torch.tensor([1.0], dtype=torch.float64), torch.tensor([1e-9])], [1.0, 1.0])
+    assert total.dtype == torch.float64 and total.item() != 1.0
