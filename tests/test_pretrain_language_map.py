@@ -88,3 +88,13 @@ def test_from_dict_rejects_bad_descriptions():
     described["clone_mask_sha256"] = "0" * 64
     with pytest.raises(ConfigError, match="fingerprint"):
         LanguageMap.from_dict(described)
+
+
+def test_schedule_values_are_probabilities_including_both_ends():
+    from xlt.pretrain.cloned import parse_schedule
+
+    assert parse_schedule("0_1") == [0.0, 1.0]
+    assert parse_schedule(1) == [1.0] and parse_schedule(0.25) == [0.25]
+    for bad in ("1.01", "-0.01_0.5", "nan", "0.5_inf", True):
+        with pytest.raises(ConfigError, match="language_schedule"):
+            parse_schedule(bad)
