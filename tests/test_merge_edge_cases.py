@@ -199,3 +199,38 @@ def test_requested_dtypes_are_kept():
     # the first tensor's dtype sets the working precision: 1 + 1e-9 survives in float64
     total = weighted_sum([torch.tensor([1.0], dtype=torch.float64), torch.tensor([1e-9])], [1.0, 1.0])
     assert total.dtype == torch.float64 and total.item() != 1.0
+
+
+def test_truncate_rank_of_zero_and_of_tiny_updates():
+    from xlt.merge.adamergex import truncate_rank
+
+    for A, B in [(torch.zeros(2, 3), torch.zeros(4, 2)), (torch.ones(2, 3), torch.zeros(4, 2))]:
+        factors, error = truncate_rank(LoraFactors(A=A, B=B, scaling=1.0), 1)
+        assert error == 0.0 and factors.A.shape == (1, 3) and factors.B.shape == (4, 1)
+        assert not factors.A.any() and not factors.B.any()
+    # an exact rank-2 update whose Gram eigenvalues are ~2e-8 and ~5e-15: both directions are
+    # real (the tolerance is relative to the largest eigenvalue), so rank 2 reproduces it exactly
+    A = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]], dtype=torch.float64)
+    B = 1e-4 * torch.tensor([[1.0, 1.0], [0.0, 1e-3], [0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    update = B @ A
+    factors, error = truncate_rank(LoraFactors(A=A, B=B, scaling=1.0), 2)
+    assert error == pytest.approx(0.0, abs=1e-12)
+    assert torch.linalg.norm(factors.B @ factors.A - update) <= 1e-9 * torch.linalg.norm(update)
+
+
+def test_output_dtype_applies_to_every_tensor():
+    from xlt.merge.adamergex import merge_ia3_linear
+
+    config, tensors = _lora(_random(1, 0), 1, 1)
+    tensors = {k: v.float() for k, v in tensors.items()}
+    tensors["base_model.model.score.weight"] = torch.ones(2, 4)  # a non-factor tensor
+    merged = merge_lora([_as_state((config, tensors))] * 2, [1.0, 0.5], dtype=torch.float64)
+    assert {t.dtype for t in merged.adapter.tensors.values()} == {torch.float64}
+    assert merged.adapter.tensors["base_model.model.score.weight"].tolist() == [[1.5] * 4] * 2
+    key = f"{PREFIX}self_attn.v_proj.ia3_l"
+    ia3 = _as_state(({"peft_type": "IA3", "task_type": "CAUSAL_LM", "target_modules": ["v_proj"],
+                      "feedforward_modules": [], "base_model_name_or_path": "tiny"}, {key: torch.ones(3, 1)}))
+    linear = merge_ia3_linear([ia3, ia3], [0.25, 0.5], dtype=torch.float64)
+    assert linear.adapter.tensors[key].dtype == torch.float64
+    assert linear.adapter.tensors[key].view(-1).tolist() == [0.75] * 3
+    assert merge_ia3_linear([ia3, ia3], [1.0, 1.0]).adapter.tensors[key].dtype == torch.float32
