@@ -520,15 +520,17 @@ def _tests_for(mutant: Mutant, data: dict) -> list[str]:
 
 
 def run_mutants(mutants: list[Mutant], data: dict, jobs: int, workroot: Path, log,
-                factor: float, slack: float) -> list[Result]:
+                factor: float, slack: float, results: list[Result] | None = None) -> list[Result]:
+    """Run ``mutants``, appending a :class:`Result` per mutant to ``results`` as each ends."""
     slots = []
     for i in range(jobs):
         workdir = workroot / f"worker{i}"
         _copy_tree(workdir)
         slots.append(_Slot(workdir))
     queue = list(mutants)
-    results: list[Result] = []
-    total = len(queue)
+    results = [] if results is None else results
+    done_before = len(results)
+    total = len(queue) + done_before
 
     def finish(slot: _Slot, status: str):
         results.append(Result(slot.mutant, status, len(slot.tests), time.perf_counter() - slot.started))
@@ -573,8 +575,8 @@ def _drain(slots, queue, data, total, results, finish, log, factor, slack) -> No
             pid, status = os.waitpid(slot.pid, os.WNOHANG)
             if pid:
                 code = os.waitstatus_to_exitcode(status)
-                if code == 4:
-                    sys.exit(f"mutation: pytest refused the test selection for {slot.mutant.id}")
+                # 1: a test failed; 2: collection failed; 3: internal error; 4: the conftest or a
+                # test module did not import (the test ids come from pytest itself, so they exist)
                 finish(slot, "survived" if code in (0, 5) else "killed")
             elif time.perf_counter() - slot.started > slot.limit:
                 try:
@@ -688,8 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         # killed mutants stay killed while tests are only added; the survivors run again
         previous = {r["id"]: r for r in json.loads(args.rerun.read_text())["results"]}
         by_id = {m.id: m for m in pending}
-        missing = [i for i, r in previous.items() if i not in by_id and r["status"] != "equivalent"
-                   and i.split(":", 1)[0] in args.modules]
+        sampled_ids = {m.id for m in sampled}
+        missing = [i for i in previous if i not in sampled_ids and i.split(":", 1)[0] in args.modules]
         if missing:
             log(f"{len(missing)} mutants of {args.rerun} are not in this sample (lines moved, or another "
                 f"--sample/--seed/--modules): {missing[0]} ...")
@@ -700,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(Result(m, before["status"], before["tests"], before["seconds"]))
             else:
                 pending.append(m)
-        log(f"--rerun: {len(pending)} survivors of {args.rerun} run again")
+        log(f"--rerun: {len(pending)} mutants run (survivors of {args.rerun}, and any it did not have)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xlt-mutation-") as tmp:
         workroot = Path(tmp)
@@ -716,18 +718,26 @@ def main(argv: list[str] | None = None) -> int:
         if broken:
             log(f"{len(broken)} tests do not pass unmutated and are not used: {', '.join(broken[:5])}"
                 + (" ..." if len(broken) > 5 else ""))
-        results += run_mutants(pending, data, args.jobs, workroot, log, args.timeout_factor,
-                               args.timeout_slack)
+        try:
+            run_mutants(pending, data, args.jobs, workroot, log, args.timeout_factor,
+                        args.timeout_slack, results)
+        finally:  # interrupted too: keep what was learnt
+            if args.json:
+                _write_json(args.json, {}, results)
     order = {id(m): i for i, m in enumerate(sampled)}
     results.sort(key=lambda r: order[id(r.mutant)])
     rows = report(results, equivalent, stale, log)
     log(f"\n{len(results)} mutants in {time.perf_counter() - started:.0f}s, seed {args.seed}, "
         f"sample {args.sample or 'all'}, jobs {args.jobs}, load {os.getloadavg()[0]:.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"modules": rows, "results": [
-            {**asdict(r.mutant), "id": r.mutant.id, "status": r.status, "tests": r.tests,
-             "seconds": round(r.seconds, 1)} for r in results]}, indent=1))
+        _write_json(args.json, rows, results)
     return 0
+
+
+def _write_json(path: Path, rows: dict, results: list[Result]) -> None:
+    path.write_text(json.dumps({"modules": rows, "results": [
+        {**asdict(r.mutant), "id": r.mutant.id, "status": r.status, "tests": r.tests,
+         "seconds": round(r.seconds, 1)} for r in results]}, indent=1))
 
 
 if __name__ == "__main__":
