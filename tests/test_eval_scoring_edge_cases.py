@@ -153,3 +153,42 @@ def test_prefix_token_and_model_max_length():
     bare = SimpleNamespace(config=SimpleNamespace())
     assert model_max_length(bare, _Tok(1, 2, 512)) == 512
     assert model_max_length(bare, _Tok(1, 2, 10**30)) is None
+
+
+class _Generative:
+    def can_generate(self):
+        return True
+
+    def forward(self, input_ids, attention_mask=None, cache=None):  # pragma: no cover - never called
+        raise AssertionError
+
+
+class _NoMask(_Generative):
+    def forward(self, input_ids, past_key_values=None):  # pragma: no cover
+        raise AssertionError
+
+
+class _NoCache(_Generative):
+    def forward(self, input_ids, attention_mask=None):  # pragma: no cover
+        raise AssertionError
+
+
+class _Encoder(_Generative):
+    def can_generate(self):
+        return False
+
+
+def test_kv_cache_refusals_name_their_reason():
+    from xlt.eval.scoring import _forward_kwargs, _kv_cache_refusal, cache_argument
+
+    def refusal(model):
+        return _kv_cache_refusal(model, _forward_kwargs(model))
+
+    assert refusal(_Generative()) is None
+    assert cache_argument(_forward_kwargs(_Generative())) == "cache"
+    assert cache_argument(_forward_kwargs(_NoMask())) == "past_key_values"
+    assert cache_argument({"input_ids"}) is None
+    assert refusal(_NoMask()) == "_NoMask.forward takes no attention_mask"
+    assert refusal(_NoCache()) == "_NoCache.forward takes no key/value cache argument ('cache' or 'past_key_values')"
+    assert refusal(_Encoder()) == "_Encoder is not a generative model (no key/value cache to continue from)"
+    assert "not a generative model" in _kv_cache_refusal(object(), {"cache", "attention_mask"})
