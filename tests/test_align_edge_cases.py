@@ -197,6 +197,12 @@ def test_info_nce_gathers_only_when_asked(monkeypatch):
     assert losses.info_nce(a, c, 1.0).item() == pytest.approx(math.log(math.e + 1) - 1, rel=1e-6)
     assert losses.info_nce(a, c, 1.0, gather=True).item() == pytest.approx(math.log(2 * math.e + 2) - 1,
                                                                              rel=1e-6)
+    ones = torch.ones(2, 1, dtype=torch.long)
+    h0, h1 = a.unsqueeze(1), c.unsqueeze(1)  # one token per sentence
+    assert losses.alignment_loss(h0, ones, h1, ones, temperature=1.0).item() == \
+        pytest.approx(math.log(math.e + 1) - 1, rel=1e-6)
+    assert losses.alignment_loss(h0, ones, h1, ones, temperature=1.0, gather=True).item() == \
+        pytest.approx(math.log(2 * math.e + 2) - 1, rel=1e-6)
 
 
 def test_retrieval_accuracy_normalises_each_row():

@@ -192,3 +192,21 @@ def test_kv_cache_refusals_name_their_reason():
     assert refusal(_NoCache()) == "_NoCache.forward takes no key/value cache argument ('cache' or 'past_key_values')"
     assert refusal(_Encoder()) == "_Encoder is not a generative model (no key/value cache to continue from)"
     assert "not a generative model" in _kv_cache_refusal(object(), {"cache", "attention_mask"})
+
+
+def test_truncation_refusal_is_announced_only_when_a_request_is_cut(llama, caplog):
+    import logging
+
+    from xlt import fastpath
+    from xlt.eval.scoring import score_encoded
+
+    model, tok = llama
+    requests = [EncodedRequest((5, 6, 7, 8), 1, 2), EncodedRequest((5, 6, 9), 2, 2)]  # a 2-token prefix
+    for cap, announced in ((4, False), (3, True)):
+        fastpath.reset()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="xlt"):
+            results = score_encoded(model, requests, batch_size=2, pad_token_id=tok.pad_token_id, max_length=cap)
+        said = [r.getMessage() for r in caplog.records if f"{cap}-token context are truncated" in r.getMessage()]
+        assert len(said) == (1 if announced else 0), cap
+        _check(results, [_reference(model, r, cap) for r in requests])
