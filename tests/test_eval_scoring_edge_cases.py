@@ -148,6 +148,7 @@ def test_prefix_token_and_model_max_length():
         prefix_token_id(_Tok(None, None))
     model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=64))
     assert model_max_length(model, _Tok(1, 2, 10**30)) == 64
+    assert model_max_length(SimpleNamespace(config=SimpleNamespace(max_position_embeddings=1)), _Tok(1, 2)) == 1
     gpt = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=0, n_positions=32))
     assert model_max_length(gpt, _Tok(1, 2)) == 32
     bare = SimpleNamespace(config=SimpleNamespace())
@@ -210,3 +211,20 @@ def test_truncation_refusal_is_announced_only_when_a_request_is_cut(llama, caplo
         said = [r.getMessage() for r in caplog.records if f"{cap}-token context are truncated" in r.getMessage()]
         assert len(said) == (1 if announced else 0), cap
         _check(results, [_reference(model, r, cap) for r in requests])
+
+
+def test_greedy_flags_inside_a_shared_prefix(llama):
+    from xlt.eval.scoring import score_encoded
+
+    model, tok = llama
+    ids = [5]
+    with torch.no_grad():
+        for _ in range(9):  # the model's own greedy continuation: every token is its argmax
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    other = (ids[8] + 1) % 100 + 3
+    # afp-style requests score from token 1, so most scored tokens lie inside the shared prefix
+    requests = [EncodedRequest(tuple(ids), 1, 7), EncodedRequest(tuple(ids[:8] + [other]), 1, 7),
+                EncodedRequest(tuple(ids[:7] + [other, ids[8]]), 1, 7)]
+    expected = [_reference(model, r) for r in requests]
+    assert expected[0][1] is True and expected[1][1] is False
+    _check(score_encoded(model, requests, batch_size=3, pad_token_id=tok.pad_token_id), expected)
