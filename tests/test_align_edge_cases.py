@@ -167,18 +167,18 @@ def test_gather_keeps_the_local_rows_gradient_at_the_rank_offset(monkeypatch):
 
     from xlt.align import losses
 
-    local = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
-    other = torch.tensor([[5.0, 6.0], [7.0, 8.0]])
+    local = torch.tensor([[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]], requires_grad=True)  # 2 rows of 3 features
+    other = torch.tensor([[5.0, 6.0, 0.0], [7.0, 8.0, 0.0]])
     fake = _TwoProcesses(1, other)
     for name in ("get_world_size", "get_rank", "all_gather"):
         monkeypatch.setattr(dist, name, getattr(fake, name))
     gathered, offset = losses._gather_with_grad(local)
     assert offset == 2
-    assert gathered.tolist() == [[5.0, 6.0], [7.0, 8.0], [1.0, 2.0], [3.0, 4.0]]
+    assert gathered.tolist() == [[5.0, 6.0, 0.0], [7.0, 8.0, 0.0], [1.0, 2.0, 0.0], [3.0, 4.0, 0.0]]
     gathered.sum().backward()
-    assert local.grad.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert local.grad.tolist() == [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     # a different number of rows on the other process is a clean error
-    fake.other = torch.zeros(3, 2)
+    fake.other = torch.zeros(3, 3)
     with pytest.raises(ConfigError, match=r"same number of pairs on every process, got \[3, 2\]"):
         losses._gather_with_grad(local)
 
@@ -229,3 +229,10 @@ def test_alignment_loss_is_one_directional_by_default():
     ones = torch.ones(2, 1, dtype=torch.long)
     forward = (2 * math.log(math.e + 1) - 1) / 2
     assert alignment_loss(a, ones, c, ones, temperature=1.0).item() == pytest.approx(forward, rel=1e-6)
+
+
+def test_retrieval_accuracy_with_a_zero_candidate():
+    # a zero candidate is similar to nothing (cosine 0), so it attracts no anchor
+    anchors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    candidates = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, -1.0]])
+    assert retrieval_accuracy(anchors, candidates) == pytest.approx(2 / 3)

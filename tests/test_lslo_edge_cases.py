@@ -90,6 +90,12 @@ def test_prune_step_masks_the_smallest_magnitudes_of_each_pool():
     assert counts == {"encoder/0": 3, "decoder/0": 4}
     assert enc.lora_b_mask.tolist() == [[False, True], [False, False], [True, True]]
     assert dec.lora_b_mask.tolist() == [[True, False, True], [False, True, True], [True, False, False]]
+    # a pool where exactly one entry goes: en round(0.2 * 5) = 1, the |0.5|
+    fresh = _TwoLayers()
+    _set_b(fresh)
+    assert prune_step(fresh, 0.2, "language") == {"en": 1, "fr": 2}
+    assert fresh.lslo_layers["dec.0.q"].lora_b_mask[0].tolist() == [True, False, True]
+    assert fresh.lslo_layers["enc.0.q"].lora_b_mask[0].tolist() == [True, True]
     assert prune_step(model, 0.0) == {"en": 0, "fr": 0}
     assert all(bool(layer.lora_b_mask.all()) for layer in model.lslo_layers.values())
 
@@ -200,3 +206,11 @@ def test_feature_slice_adapter_by_hand(start, expected):
     assert (x.view(-1) @ folded.T).tolist() == expected
     with pytest.raises(ModelError, match="does not fit"):
         LSLoLinear(nn.Linear(6, 6), [1], "src", route, dim=4, start_idx=3)
+
+
+def test_layer_description():
+    route = LSLoRoute()
+    assert LSLoLinear(nn.Linear(6, 5), [2, 1], "tgt", route).extra_repr() == \
+        "in=6, out=5, rectangular, direction=tgt, ranks=[2, 1]"
+    assert LSLoLinear(nn.Linear(6, 6), [1], "src", route, dim=2, start_idx=3).extra_repr() == \
+        "in=6, out=6, slice=[3, 5), direction=src, ranks=[1]"

@@ -196,6 +196,9 @@ def test_requested_dtypes_are_kept():
     assert concat_updates(factors, [1.0, 1.0], dtype=torch.float64).A.dtype == torch.float64
     assert concat_updates(factors, [1.0, 1.0]).A.dtype == torch.float32
     assert combine_factors(factors, [1.0, 1.0], dtype=torch.float64).B.dtype == torch.float64
+    mixed = [factors[0], LoraFactors(A=torch.ones(1, 2, dtype=torch.float64), B=torch.ones(2, 1, dtype=torch.float64),
+                                     scaling=1.0)]
+    assert combine_factors(mixed, [1.0, 1.0]).A.dtype == torch.float32  # the first adapter's
     # the first tensor's dtype sets the working precision: 1 + 1e-9 survives in float64
     total = weighted_sum([torch.tensor([1.0], dtype=torch.float64), torch.tensor([1e-9])], [1.0, 1.0])
     assert total.dtype == torch.float64 and total.item() != 1.0

@@ -30,6 +30,7 @@ def test_bilingual_disjoint_vocabulary_facts():
     assert bilingual.extra["shared_pieces"] == 1
     assert bilingual.map_ids([6, 1], "fr").tolist() == [12, 7]
     assert bilingual.unmap_ids([12, 7, 0], "fr").tolist() == [6, 1, 0]
+    assert bilingual.unmap_ids([5, 3, 0], "en").tolist() == [5, 3, 0]  # L1 ids are never remapped
 
 
 @pytest.mark.parametrize("bad", [[7], [0, 7], [-1]])
