@@ -72,3 +72,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) $(LOCK_VENV) $(DEMO_OUT) build src/*.egg-info .pytest_cache
+
+# Mutation testing of the core modules (docs/testing.md): each sampled mutant runs against the
+# tests that execute its line; prints the kill ratio per module and the surviving mutants.
+# e.g. make mutation MUTATION_ARGS='--modules src/xlt/align/pooling.py --sample 0'
+MUTATION_ARGS ?= --sample 30 --seed 1
+.PHONY: mutation
+mutation: $(STAMP)
+	$(PY) tools/mutation.py $(MUTATION_ARGS)

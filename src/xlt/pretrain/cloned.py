@@ -348,8 +348,9 @@ class LanguageMap:
         if self.kind == "bilingual" and index == 1:
             if self._l2_tensor is None:
                 self._l2_tensor = torch.tensor(self.l2_id_map, dtype=torch.long)
-            if ids.numel() and int(ids.max()) >= len(self.l2_id_map):
-                raise ConfigError(f"L2 token id {int(ids.max())} outside its {len(self.l2_id_map)}-token vocabulary")
+            outside = ids[(ids < 0) | (ids >= len(self.l2_id_map))]  # a negative id would wrap around
+            if outside.numel():
+                raise ConfigError(f"L2 token id {int(outside[0])} outside its {len(self.l2_id_map)}-token vocabulary")
             return self._l2_tensor[ids]
         return ids.clone()
 
