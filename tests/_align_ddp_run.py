@@ -28,3 +28,6 @@ def main(out: str, per_device: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
+    from _align_helpers import finish_distributed
+
+    finish_distributed()

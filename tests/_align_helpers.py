@@ -59,3 +59,14 @@ def train_run(output_dir, preset: str = "mid-align", *, n: int = 16, **overrides
 
 def step_logs(trainer) -> list[dict]:
     return [h for h in trainer.state.log_history if "loss" in h and "step" in h]
+
+
+def finish_distributed() -> None:
+    """End a torchrun worker cleanly: every rank reaches the barrier, then the process group is
+    destroyed before the interpreter exits (a gloo group left to the interpreter's teardown can
+    abort a rank with "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

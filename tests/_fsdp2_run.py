@@ -111,3 +111,6 @@ def main(out: str, engine: str, runs: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    from _align_helpers import finish_distributed
+
+    finish_distributed()
