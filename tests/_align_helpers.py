@@ -70,3 +70,17 @@ def finish_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def write_task_and_pair_files(root, tasks, pairs) -> None:
+    """``root/train.jsonl`` (TaskExample rows in qaa) and ``root/pairs.jsonl`` (qaa-qab ParallelPair
+    rows) from :func:`tiny_texts` output."""
+    import json
+    import os
+
+    with open(os.path.join(root, "train.jsonl"), "w") as f:
+        for t in tasks:
+            f.write(json.dumps({"lang": "qaa", "prompt": t.prompt, "completion": t.completion}) + "\n")
+    with open(os.path.join(root, "pairs.jsonl"), "w") as f:
+        for p in pairs:
+            f.write(json.dumps({"src_lang": "qaa", "tgt_lang": "qab", "src": p.anchor, "tgt": p.candidate}) + "\n")

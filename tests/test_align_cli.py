@@ -8,7 +8,7 @@ import pytest
 
 from _versions_helpers import assert_records_versions
 
-from _align_helpers import tiny_texts
+from _align_helpers import tiny_texts, write_task_and_pair_files
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +16,7 @@ def data(tmp_path_factory):
     """Toolkit-format task and parallel files, and the two references' own formats."""
     root = tmp_path_factory.mktemp("align-data")
     tasks, pairs = tiny_texts(16)
-    with open(root / "train.jsonl", "w") as f:
-        for t in tasks:
-            f.write(json.dumps({"lang": "qaa", "prompt": t.prompt, "completion": t.completion}) + "\n")
-    with open(root / "pairs.jsonl", "w") as f:
-        for p in pairs:
-            f.write(json.dumps({"src_lang": "qaa", "tgt_lang": "qab", "src": p.anchor, "tgt": p.candidate}) + "\n")
+    write_task_and_pair_files(root, tasks, pairs)
     with open(root / "mid.json", "w") as f:
         for t, p in zip(tasks, pairs):
             f.write(json.dumps({"text_parallel_0": p.candidate, "text_parallel_1": p.anchor,

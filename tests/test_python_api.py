@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from _align_helpers import tiny_texts
+from _align_helpers import tiny_texts, write_task_and_pair_files
 from _lslo_helpers import TOY_LANGS, toy_corpus, toy_pairs
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,7 @@ def _losses(path) -> list:
 def align_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("api-align")
     tasks, pairs = tiny_texts(16)
-    with open(root / "train.jsonl", "w") as f:
-        for t in tasks:
-            f.write(json.dumps({"lang": "qaa", "prompt": t.prompt, "completion": t.completion}) + "\n")
-    with open(root / "pairs.jsonl", "w") as f:
-        for p in pairs:
-            f.write(json.dumps({"src_lang": "qaa", "tgt_lang": "qab", "src": p.anchor, "tgt": p.candidate}) + "\n")
+    write_task_and_pair_files(root, tasks, pairs)
     return root
 
 

@@ -177,6 +177,19 @@ def read_json(path: str | Path, error: type[XltError] = XltError) -> Any:
         raise error(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
 
 
+def move_entries(tmp: str | Path, out: str | Path, *, last: str | None = None) -> None:
+    """Move every entry of ``tmp`` into ``out`` with an atomic rename each (a folder of the same
+    name is replaced), ``last`` after the others (the file that marks a finished output), then
+    remove ``tmp``."""
+    tmp, out = Path(tmp), Path(out)
+    for item in sorted(tmp.iterdir(), key=lambda p: (p.name == last, p.name)):
+        target = out / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def summary_line(prog: str, what: str, *written: str | os.PathLike | None) -> str:
     """The one line every command ends with: what was done and where it was written,
     ``"xlt eval icl: ... -> runs/icl.json"`` (``"... (no file written)"`` when nothing was)."""

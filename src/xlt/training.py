@@ -66,6 +66,18 @@ def resolve_resume(value: str | bool | None, output_dir: str | os.PathLike) -> s
     return str(path)
 
 
+def prepare_output(output_dir: str | os.PathLike, resume_from_checkpoint, overwrite: bool) -> tuple[Path, str | None]:
+    """``(output directory, checkpoint to resume from or None)`` of a training run; an existing
+    directory is an :class:`~xlt.errors.OutputExistsError` unless the run resumes or ``overwrite``."""
+    from xlt.errors import OutputExistsError
+
+    out = Path(output_dir)
+    resume = resolve_resume(resume_from_checkpoint, out)
+    if out.exists() and not resume and not overwrite:
+        raise OutputExistsError(out)
+    return out, resume
+
+
 _WARNED: set[str] = set()
 
 

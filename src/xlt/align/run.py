@@ -11,14 +11,13 @@ itself: the summary line goes to ``report`` when one is given.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from xlt.config import check_training_arguments, used_options
-from xlt.errors import ConfigError, OutputExistsError
+from xlt.errors import ConfigError
 
 DATA_FORMATS = ("auto", "xlt", "mid-align", "afp")
 
@@ -112,13 +111,9 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
     from xlt.engines import check_fsdp_version
 
     check_fsdp_version(cfg)
-    from xlt.training import resolve_resume
+    from xlt.training import prepare_output
 
-    out = Path(cfg.output_dir)
-    resume = resolve_resume(cfg.resume_from_checkpoint, out)
-    if out.exists() and not resume:
-        if not data.overwrite:
-            raise OutputExistsError(out)
+    out, resume = prepare_output(cfg.output_dir, cfg.resume_from_checkpoint, data.overwrite)
     if cfg.schedule == "task" and (data.parallel_file or data.eval_parallel_file):
         raise ConfigError("--parallel_file is not used by the task-only schedule "
                           "(use xlt train mid-align or afp, or --schedule alternate/joint)")
@@ -221,7 +216,7 @@ def _save(trainer, tokenizer, data, cfg, out: Path, engine: dict) -> None:
     Each file lands with an atomic rename; ``train_config.json`` is written last and marks a
     finished run. It holds every option of the command and can be passed back with ``--config``.
     """
-    from xlt.io import write_json
+    from xlt.io import move_entries, write_json
 
     tmp = out / ".final.tmp"
     if trainer.is_world_process_zero():
@@ -232,12 +227,7 @@ def _save(trainer, tokenizer, data, cfg, out: Path, engine: dict) -> None:
     if not trainer.is_world_process_zero():
         return
     tokenizer.save_pretrained(str(tmp))
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    move_entries(tmp, out)
     write_json(out / "log_history.json", trainer.state.log_history)
     from xlt.engines import ENGINE_KEY
 

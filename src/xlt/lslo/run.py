@@ -9,14 +9,13 @@ pruning report (JSON + PNG), ``log_history.json`` and, last, ``train_config.json
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from xlt.config import check_training_arguments, used_options
-from xlt.errors import ConfigError, OutputExistsError
+from xlt.errors import ConfigError
 
 
 @dataclass
@@ -58,12 +57,9 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     from xlt.engines import check_fsdp_version
 
     check_fsdp_version(cfg)
-    from xlt.training import resolve_resume
+    from xlt.training import prepare_output
 
-    out = Path(cfg.output_dir)
-    resume = resolve_resume(cfg.resume_from_checkpoint, out)
-    if out.exists() and not resume and not data.overwrite:
-        raise OutputExistsError(out)
+    out, resume = prepare_output(cfg.output_dir, cfg.resume_from_checkpoint, data.overwrite)
 
     # data first: a bad file fails before the model loads
     from xlt.formats import languages_of, read_records
@@ -195,7 +191,7 @@ def _filter_directions(pairs, directions, path):
 
 def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata, engine: dict) -> None:
     """Adapter, tokenizer, pruning report (JSON + PNG), log history, and train_config.json last."""
-    from xlt.io import atomic_file, write_json
+    from xlt.io import atomic_file, move_entries, write_json
     from xlt.lslo.pruning import make_pruning_permanent, plot_pruning_report, pruning_report
 
     trainer.accelerator.wait_for_everyone()
@@ -209,12 +205,7 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata, en
         make_pruning_permanent(lslo)
         lslo.save_pretrained(tmp, **metadata)
     tokenizer.save_pretrained(str(tmp))
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    move_entries(tmp, out)
     if lslo is not None:
         report = pruning_report(lslo)
         if schedule is not None:

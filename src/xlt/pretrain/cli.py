@@ -61,7 +61,7 @@ def pretrain_command(argv: list[str], prog: str) -> int:
 
 
 def _pretrain(config, out: Path, resume, prog: str) -> int:
-    from xlt.io import write_json
+    from xlt.io import move_entries, write_json
     from xlt.models import load_tokenizer
     from xlt.pretrain.data import tokenize_corpus
     from xlt.pretrain.train import build_language_map, pretrain
@@ -109,12 +109,7 @@ def _pretrain(config, out: Path, resume, prog: str) -> int:
                                                VERSIONS_KEY: package_versions()})
     write_json(tmp / "train_log.json", trainer.state.log_history)
     # languages.json (what marks a finished run) goes last
-    for item in sorted(tmp.iterdir(), key=lambda p: (p.name == "languages.json", p.name)):
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    tmp.rmdir()
+    move_entries(tmp, out, last="languages.json")
     per_language = ", ".join(f"{k} {v}" for k, v in summary["sequences_per_language"].items())
     print(json.dumps({"output_dir": str(out), **{k: v for k, v in summary.items()}}, default=str))
     print(f"{prog}: {summary['steps']} steps, {summary['tokens_seen']} tokens "
