@@ -485,7 +485,7 @@ def test_icl_cli_two_languages(tiny_llama_dir, pawsx_dir, tmp_path, xlt_cli):
 
 
 @pytest.mark.slow
-def test_lm_eval_harness_agreement(llama, tmp_path):
+def test_lm_eval_harness_agreement(llama, tiny_llama_dir, tmp_path, xlt_cli):
     # lm-evaluation-harness is in the test extra (pinned by the lock): this parity check runs on
     # every CI run, never skipped
     import lm_eval  # noqa: F401
@@ -516,3 +516,14 @@ def test_lm_eval_harness_agreement(llama, tmp_path):
     metrics = harness["results"]["xlt_local_mc"]
     assert table["en"]["acc"] == pytest.approx(metrics["acc,none"])
     assert table["en"]["acc_norm"] == pytest.approx(metrics["acc_norm,none"])
+    # the command writes the harness's results with the versions of the stack (lm_eval included)
+    out = tmp_path / "lm-eval.json"
+    proc = xlt_cli("eval", "lm-eval", "--model", tiny_llama_dir, "--tasks", "xlt_local_mc", "--include-path",
+                   tasks, "--batch-size", "4", "--output", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["results"]["xlt_local_mc"]["acc,none"] == pytest.approx(metrics["acc,none"])
+    assert_records_versions(doc)
+    from importlib import metadata
+
+    assert doc["xlt_versions"]["lm_eval"] == metadata.version("lm_eval")
