@@ -88,3 +88,28 @@ def test_transformers_log_filter_drops_only_the_listed_records():
     drop = logging.LogRecord("transformers.modeling_utils", logging.WARNING, "f", 1,
                              TRANSFORMERS_NOISE[0] + " since your input_ids may be padded.", None, None)
     assert _DropNoise().filter(keep) and not _DropNoise().filter(drop)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_deepspeed_cpu_accelerator_notice_is_dropped_when_quiet(quiet):
+    """DeepSpeed prints "Setting accelerator to CPU" on stdout in every process that imports it on
+    a machine without a GPU (the demo's workers did, 17 times); quiet drops it, other DeepSpeed
+    warnings stay."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    code = ("import logging\n"
+            + ("from xlt.quiet import quiet_libraries; quiet_libraries()\n" if quiet else "")
+            + "import deepspeed\n"
+            + "logging.getLogger('DeepSpeed').warning('another DeepSpeed warning')\n")
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DS_ACCELERATOR", "CUDA_VISIBLE_DEVICES")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout + done.stderr
+    assert ("Setting accelerator to CPU" in printed) is not quiet, printed
+    assert "another DeepSpeed warning" in printed

@@ -8,7 +8,10 @@ refused fast path):
   library, which a user of xlt cannot act on (e.g. PEFT reading ``is_gradient_checkpointing``);
 - torch's ``pin_memory`` notice on a machine without an accelerator (pinning is then a no-op);
 - transformers' log messages in :data:`TRANSFORMERS_NOISE`: advice about calls xlt makes
-  deliberately (a padded batch scored through its own masks and positions).
+  deliberately (a padded batch scored through its own masks and positions);
+- DeepSpeed's log messages in :data:`DEEPSPEED_NOISE`: its notice, printed on standard output
+  by every process that imports it (transformers and accelerate do when it is installed), that
+  a machine without a GPU runs DeepSpeed's CPU accelerator.
 
 Causes that are xlt's own are fixed where they arise instead (``loss_type`` set on the models
 xlt loads and builds, ``fan_in_fan_out`` for GPT-2's ``Conv1D`` layers); the filters are a
@@ -29,11 +32,18 @@ TRANSFORMERS_NOISE = (
     "was set in the config but it is unrecognized. Using the default loss",
 )
 
+#: substrings of DeepSpeed log records (its logger is named "DeepSpeed") that are dropped
+DEEPSPEED_NOISE = ("Setting accelerator to CPU",)
+
 
 class _DropNoise(logging.Filter):
+    def __init__(self, noise: tuple[str, ...] = TRANSFORMERS_NOISE):
+        super().__init__()
+        self.noise = noise
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not any(noise in message for noise in TRANSFORMERS_NOISE)
+        return not any(noise in message for noise in self.noise)
 
 
 _active = False
@@ -52,6 +62,11 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
     warnings.filterwarnings("ignore", message=r"'pin_memory' argument is set as true but no accelerator",
                             category=UserWarning)
+    # DeepSpeed's logger object exists before DeepSpeed is imported (logging.getLogger returns
+    # the one it will configure), so the filter needs no import of DeepSpeed
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    if not any(isinstance(f, _DropNoise) for f in deepspeed_logger.filters):
+        deepspeed_logger.addFilter(_DropNoise(DEEPSPEED_NOISE))
     if "transformers" in sys.modules:
         quiet_transformers()
 
