@@ -43,6 +43,9 @@ def demo_command(argv: list[str], prog: str) -> int:
         "pre-training; write DIR/report.md, DIR/results.json and PNG plots. A rerun skips finished steps."))
     parser.add_argument("--out", default="demo-out", help="output directory")
     parser.add_argument("--quick", action="store_true", help="a small run (about 2 minutes; the test suite's)")
+    parser.add_argument("--full", action="store_true",
+                        help="add the reproduction experiments (docs/demo.md): several worlds, base models and "
+                             "seeds, paired arms with controls, a verdict per claim")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of every fine-tuning experiment")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto = cuda if available")
@@ -68,6 +71,10 @@ def demo_command(argv: list[str], prog: str) -> int:
     settings = default_settings(args.quick)
     settings["seeds"] = list(range(args.seeds))
     settings["quick"] = bool(args.quick)
+    if args.full:
+        from xlt.demo.settings import full_settings
+
+        settings["full"] = full_settings(args.quick)
     out = Path(args.out)
     stamp = out / "settings.json"
     if out.exists() and args.overwrite:
@@ -92,6 +99,8 @@ def demo_command(argv: list[str], prog: str) -> int:
               "--device", args.device, "--threads", str(args.threads), "--no-progress"]
     if args.quick:
         worker.append("--quick")
+    if args.full:
+        worker.append("--full")
     return run_demo(out, settings, device=args.device, threads=args.threads, progress=not args.no_progress,
                     jobs=jobs, worker=worker)
 
@@ -264,6 +273,11 @@ def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 
                                   world, out / "models" / f"cloned-{tag}-s{seed}", settings["cloned"],
                                   share=share, seed=seed, device=device, progress=False),
                               needs=("world",)))
+
+    if settings.get("full"):
+        from xlt.demo.full import full_steps
+
+        steps += full_steps(out, settings["full"], device=device, step_class=Step)
 
     if only is not None:
         by_name = {step.name: step for step in steps}

@@ -1,0 +1,176 @@
+"""``xlt demo --full``'s mid-align experiment: the arms are paired (the very same task
+micro-batches, in the same order), the control arm's loss is causal LM on the parallel text,
+the SFT arm's pair micro-batches do nothing, and the base model's unigram check computes what
+it says."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from xlt.synth import WorldConfig, generate_world, write_world
+
+SMALL = dict(corpus_lines=1200, task_train=40, task_dev=10, task_test=20, translation_train=20,
+             translation_dev=8, translation_test=12, parallel_train=24, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def world_and_base(tmp_path_factory):
+    """A small world and a random tiny Llama over its tokenizer (the experiment's base model)."""
+    import transformers as tf
+
+    from xlt.demo.transfer import tiny_llama
+    from xlt.models import load_tokenizer
+
+    root = tmp_path_factory.mktemp("full")
+    world = root / "world"
+    write_world(generate_world(WorldConfig(seed=3, **SMALL)), world)
+    tokenizer = load_tokenizer(world / "tokenizer")
+    tf.set_seed(0)
+    config = tiny_llama(len(tokenizer), tokenizer, {"layers": 2, "hidden": 16, "heads": 2, "mlp": 32}, 64)
+    base = root / "base"
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    return world, base
+
+
+SETTINGS = {"steps": 3, "batch_size": 4, "lr": 1e-3, "warmup": 0, "alignment_weight": 1.0, "tasks": ["polarity"]}
+
+
+def _record_micro_batches(monkeypatch):
+    """Record (objective, input ids) of every training micro-batch the align trainer computes a loss on."""
+    from xlt.align import trainer as trainer_module
+
+    seen: list = []
+    original = trainer_module.AlignTrainer.compute_loss
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training:
+            objective = inputs.get(trainer_module._OBJECTIVE)
+            key = "input_ids" if objective == "task" else "anchor_input_ids"
+            seen.append((objective, inputs[key].tolist()))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.AlignTrainer, "compute_loss", compute_loss)
+    return seen
+
+
+@pytest.mark.slow
+def test_every_arm_sees_the_same_task_micro_batches_in_the_same_order(world_and_base, tmp_path, monkeypatch):
+    from xlt.demo.full import train_arm
+
+    world, base = world_and_base
+    seen = {}
+    for arm in ("sft", "parallel-lm", "mid-align", "align-last"):
+        records = _record_micro_batches(monkeypatch)
+        summary = train_arm(arm, base, world, tmp_path / arm, SETTINGS, seed=5, device="cpu")
+        assert summary["steps"] == 3
+        seen[arm] = list(records)
+        monkeypatch.undo()
+    # two micro-batches per step: task, then pairs
+    for arm, records in seen.items():
+        assert [objective for objective, _ in records] == ["task", "alignment"] * 3, arm
+    for arm in ("parallel-lm", "mid-align", "align-last"):
+        assert seen[arm] == seen["sft"], arm  # the same task and pair micro-batches, in order
+    # and they are not all alike (the check could fail)
+    tasks = [ids for objective, ids in seen["sft"] if objective == "task"]
+    assert tasks[0] != tasks[1]
+    # another seed orders them differently
+    records = _record_micro_batches(monkeypatch)
+    train_arm("sft", base, world, tmp_path / "other", SETTINGS, seed=6, device="cpu")
+    assert records != seen["sft"]
+
+
+def test_arm_objectives_on_a_pair_micro_batch(world_and_base):
+    """``none``: zero, no forward; ``lm``: the mean of the two sides' token cross-entropies,
+    computed here by hand from the logits."""
+    from xlt.align.config import MidAlignConfig
+    from xlt.demo.full import arm_trainer_class
+    from xlt.models import load_model, load_tokenizer
+
+    world, base = world_and_base
+    tokenizer = load_tokenizer(base, padding_side="right")
+    model = load_model(base, kind="causal", dtype="float32", device="cpu")
+    args = MidAlignConfig(output_dir="unused", use_cpu=True, report_to="none", use_lora=False, alignment_layer=1)
+    trainer = arm_trainer_class()(model=model, args=args, processing_class=tokenizer)
+    a = tokenizer(["qaa one two", "three"], padding=True, return_tensors="pt")
+    c = tokenizer(["four five six seven", "eight"], padding=True, return_tensors="pt")
+    pair = {"anchor_input_ids": a["input_ids"], "anchor_attention_mask": a["attention_mask"],
+            "candidate_input_ids": c["input_ids"], "candidate_attention_mask": c["attention_mask"]}
+
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    trainer.pair_objective = "none"
+    zero = trainer._alignment_loss(model, pair, True)
+    assert float(zero.detach()) == 0.0 and zero.requires_grad and not calls
+    handle.remove()
+
+    trainer.pair_objective = "lm"
+    got = float(trainer._alignment_loss(model, pair, True))
+    want = []
+    with torch.no_grad():
+        for side in (a, c):
+            logits = model(input_ids=side["input_ids"], attention_mask=side["attention_mask"]).logits
+            total, count = 0.0, 0
+            for row in range(logits.shape[0]):
+                n = int(side["attention_mask"][row].sum())
+                for t in range(1, n):
+                    total -= float(torch.log_softmax(logits[row, t - 1], -1)[side["input_ids"][row, t]])
+                    count += 1
+            want.append(total / count)
+    assert got == pytest.approx(sum(want) / 2, rel=1e-5)
+
+    trainer.pair_objective = "contrastive"
+    assert float(trainer._alignment_loss(model, pair, True)) > 0
+
+
+def test_unigram_check_against_a_direct_computation(world_and_base):
+    from xlt.demo.full import unigram_check
+    from xlt.formats import read_records
+    from xlt.models import load_model, load_tokenizer
+
+    world, base = world_and_base
+    got = unigram_check(base, world, device="cpu", limit=10)
+    tokenizer = load_tokenizer(base)
+    model = load_model(base, kind="causal", dtype="float32", device="cpu")
+    counts: Counter = Counter()
+    for path in sorted((world / "corpus").glob("*.txt")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            counts.update(tokenizer.encode(line, add_special_tokens=False))
+    total = sum(counts.values())
+    texts = sorted({p.tgt for p in read_records(world / "translation" / "test.jsonl", "parallel")})[:10]
+    lm = uni = 0.0
+    n = 0
+    for text in texts:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        with torch.no_grad():  # the model's own loss: the mean over the predicted tokens
+            loss = float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss)
+        lm += loss * (len(ids) - 1)
+        uni += sum(-math.log((counts[t] + 1) / (total + len(tokenizer))) for t in ids[1:])
+        n += len(ids) - 1
+    assert got["tokens"] == n
+    assert got["base_nll"] == pytest.approx(lm / n, rel=1e-5)
+    assert got["unigram_nll"] == pytest.approx(uni / n, rel=1e-9)
+    # a random model is worse than the unigram model: the precondition can fail
+    assert got["base_nll"] > got["unigram_nll"]
+
+
+def test_majority_rate():
+    from xlt.demo.full import majority_rate
+
+    assert majority_rate([1, 0, 1, 1]) == 0.75
+    assert majority_rate([0, 1]) == 0.5
+    with pytest.raises(ValueError):
+        majority_rate([])
+
+
+def test_units_vary_world_base_and_fine_tuning_seeds():
+    from xlt.demo.full import units
+
+    runs = units({"world_seeds": [1, 2], "units_per_world": 3})
+    assert len(runs) == 6 and len({u["name"] for u in runs}) == 6
+    assert {u["world"] for u in runs} == {1, 2}
+    assert {u["base"] for u in runs} == {u["seed"] for u in runs} == {0, 1, 2}
