@@ -459,3 +459,21 @@ def test_meaning_distribution_has_selectional_preferences(world_dir, parser, inf
         person = agents["person"]
         assert animal["animal"] / sum(animal.values()) > 0.5
         assert person["person"] / sum(person.values()) > 0.8
+
+
+@pytest.mark.slow
+def test_default_world_line_lengths_and_shared_tokens_are_as_documented(tmp_path):
+    """docs/synth.md: corpus lines of 3-13 words; the source shares 26 token types with the SVO
+    and SOV targets and 18 with the VSO target (sentence-initial names are other tokens)."""
+    from xlt.models import load_tokenizer
+
+    out = tmp_path / "world"
+    write_world(generate_world(WorldConfig()), out)
+    tokenizer = load_tokenizer(out / "tokenizer")
+    lengths, types = set(), {}
+    for lang in ("qaa", "qab", "qac", "qad"):
+        lines = (out / "corpus" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        lengths |= {len(line.replace(".", " ").replace("?", " ").split()) for line in lines}
+        types[lang] = {t for ids in tokenizer(lines, add_special_tokens=False)["input_ids"] for t in ids}
+    assert (min(lengths), max(lengths)) == (3, 13)
+    assert [len(types["qaa"] & types[lang]) for lang in ("qab", "qac", "qad")] == [26, 26, 18]
