@@ -341,3 +341,152 @@ def test_reading_summary_groups_by_verdict():
     assert lines[-1] == ("Of 4 experiments — reproduced: mid-align; not reproduced: cloned; "
                          "inconclusive: afp, lslo.")
     assert reading({}) == []
+
+
+# ------------------------------------------------------------------------------------------ the report
+# write_report on constructed step results (no training): the reading must follow the numbers.
+
+LANGS = [("qaa", "SVO"), ("qab", "SVO"), ("qac", "SOV"), ("qad", "VSO")]
+
+
+def _report(out, *, source=1.0, gains=None, per_target=None, constant_everywhere=False, reproduction=None,
+            seeds=(0, 1, 2)):
+    """A fake finished run in ``out``: 50 test items per language, 27 of class 0 (majority rate 54 %);
+    SFT at 50 % on every target; method m's target scores = 50 % + gains[m][seed] + per_target[lang]."""
+    from xlt.demo.report import write_report
+    from xlt.demo.settings import default_settings
+
+    gains = gains or {"sft": [0.0] * len(seeds), "mid-align": [0.17] * len(seeds), "afp": [0.0] * len(seeds)}
+    per_target = per_target or {"qab": 0.0, "qac": 0.0, "qad": 0.0}
+    tasks = out / "world" / "tasks" / "polarity"
+    tasks.mkdir(parents=True)
+    (out / "world" / "world.json").write_text(json.dumps(
+        {"source_language": "qaa", "languages": [{"code": c, "name": c, "word_order": o} for c, o in LANGS],
+         "settings": {}}))
+    settings = default_settings(quick=True)
+    settings["seeds"] = list(seeds)
+    assert settings["transfer"]["test_limit"] == 50
+    for split in ("test", "dev"):
+        with open(tasks / f"{split}.choice.jsonl", "w", encoding="utf-8") as f:
+            for code, _ in LANGS:
+                for i in range(60):  # 10 beyond the limit, all of class 1: they must not count
+                    f.write(json.dumps({"lang": code, "context": "c", "choices": ["a", "b"],
+                                        "label": 0 if i < 27 else 1}) + "\n")
+    results = {"base": {"parameters": 1000, "steps": 80, "tokens_seen": 5000, "train_loss": 3.2, "seconds": 5},
+               "base-eval": {c: {"accuracy": 0.54} for c, _ in LANGS}}
+    for method, by_seed in gains.items():
+        for k, seed in enumerate(seeds):
+            scores = {}
+            for split in ("test", "dev"):
+                scores[split] = {}
+                for code, _ in LANGS:
+                    if constant_everywhere:
+                        value = 0.54
+                    elif code == "qaa":
+                        value = source
+                    else:
+                        value = 0.5 + by_seed[k] + (per_target[code] if method != "sft" else 0.0)
+                    scores[split][code] = {"accuracy": value}
+            results[f"transfer-{method}-s{seed}"] = {"scores": scores, "seconds": 3}
+    if reproduction:
+        results["reproduction"] = reproduction
+    write_report(out, settings, results, {}, wall_seconds=10, device="cpu")
+    text = (out / "report.md").read_text(encoding="utf-8")
+    doc = json.loads((out / "results.json").read_text(encoding="utf-8"),
+                     parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
+    return text, doc
+
+
+def _reading(text):
+    return text.split("## What the numbers show", 1)[1].split("## Every setting", 1)[0]
+
+
+def test_report_reads_scores_against_the_majority_rate_and_uses_sample_std(tmp_path):
+    text, doc = _report(tmp_path, gains={"sft": [0.0, 0.02, 0.04], "mid-align": [0.17, 0.19, 0.30]})
+    assert "## Verdicts" not in text and "transfer gap" in text
+    assert doc["majority_rate"]["test"]["qab"] == {"rate": 0.54, "items": 50}
+    assert "| constant answer (majority class) | 54.0 | 54.0 | 54.0 | 54.0 | 54.0 |" in text
+    # the spread is the sample std: SFT targets at 50, 52, 54 % -> 2.0 points (population std: 1.6)
+    assert doc["transfer"]["sft"]["qab"]["accuracy_std"] == pytest.approx(0.02)
+    assert "52.0 ± 2.0" in text
+    reading = _reading(text)
+    assert ("SFT learned the task in the source: 100.0% against a majority-class rate of 54.0% for its 50 test "
+            "items (threshold 64.0%, the rate plus 10 points).") in reading
+    assert "a constant answer scores 54.0% there (SFT 2.0 points below it)" in reading
+    # mid-align - SFT per seed: +17, +17, +26 points; t interval by hand
+    diffs = [0.17, 0.17, 0.26]
+    mean, sd = sum(diffs) / 3, float(np.std(diffs, ddof=1))
+    half = 4.302653 * sd / math.sqrt(3)
+    assert (f"mid-align minus SFT on target-mean `polarity` accuracy: +{100 * mean:.1f} points, mid-align above "
+            f"SFT (95 % CI +{100 * (mean - half):.1f} to +{100 * (mean + half):.1f}, 3 seeds") in reading
+    assert "the interval lies above 0" in reading
+    assert doc["mid_align_minus_sft_target_accuracy"]["ci_low"] == pytest.approx(mean - half, abs=1e-6)
+
+
+def test_report_on_a_degenerate_run_says_so_and_compares_nothing(tmp_path):
+    text, _ = _report(tmp_path, constant_everywhere=True)
+    reading = _reading(text)
+    assert ("Every model, the untrained base included, scores 54.0% `polarity` accuracy in every language and "
+            "seed, the majority-class rate of the items scored") in reading
+    assert "no model learned the task. No method can be compared with another." in reading
+    assert "in the source" not in reading and "minus SFT" not in reading and "reproduced" not in reading
+
+
+def test_report_when_the_baseline_did_not_learn_the_source(tmp_path):
+    text, _ = _report(tmp_path, source=0.60)  # above 54 %, below 64 %
+    reading = _reading(text)
+    assert "SFT did not learn the task in the source: 60.0% against a majority-class rate of 54.0%" in reading
+    assert "(not interpreted: SFT did not learn the source task)." in reading
+
+
+def test_report_does_not_call_a_noisy_gain_large(tmp_path):
+    # mid-align - SFT per seed: +30, -10, +20 points: positive on average, the interval includes 0
+    text, _ = _report(tmp_path, gains={"sft": [0.0, 0.1, 0.0], "mid-align": [0.3, 0.0, 0.2], "afp": [0.0, 0.1, 0.0]})
+    reading = _reading(text)
+    assert "mid-align higher in 2 of 3 seeds): the interval includes 0." in reading
+    assert "large" not in reading
+    # AFP equals SFT in every seed: a tie, not a gain
+    assert "AFP minus SFT on target-mean `polarity` accuracy: 0.0 points, AFP level with SFT" in reading
+    assert "no difference in any seed" in reading
+
+
+def test_report_names_a_smallest_gain_only_when_there_is_one(tmp_path):
+    text, _ = _report(tmp_path)  # equal gains on every target
+    assert "Tied smallest: `qab`, `qac`, `qad`." in _reading(text)
+    assert "The smallest gain" not in text
+    text, _ = _report(tmp_path / "b", gains={"sft": [0.0, 0.01, 0.03], "mid-align": [0.17, 0.2, 0.18]},
+                      per_target={"qab": 0.05, "qac": -0.05, "qad": 0.0})
+    assert "Smallest on `qac`" in _reading(text)
+
+
+def test_report_opens_with_the_verdict_table(tmp_path):
+    rng = np.random.default_rng(0)
+    a = [(rng.random(400) < 0.5).astype(int).tolist() for _ in range(3)]
+    b = [(rng.random(400) < 0.7).astype(int).tolist() for _ in range(3)]
+    ok = learned_source_task(1.0, [0] * 105 + [1] * 95)
+    weak = learned_source_task(0.585, [0] * 105 + [1] * 95, name="task adapter learned the source task")
+    rep = {"adamergex": reproduce(method="AdaMergeX", baseline="task adapter", metric="target accuracy",
+                                  prediction="increase", a=a, b=b, preconditions=[weak]).to_dict(),
+           "mid-align": reproduce(method="mid-align", baseline="SFT", metric="target accuracy",
+                                  prediction="increase", a=a, b=b, preconditions=[ok],
+                                  settings_chosen="steps chosen on source dev").to_dict(),
+           "afp": reproduce(method="AFP", baseline="SFT", metric="target accuracy", prediction="increase",
+                            a=a, b=a, preconditions=[ok]).to_dict()}
+    text, doc = _report(tmp_path, reproduction=rep)
+    first = text.index("## ")
+    assert text[first:].startswith("## Verdicts") and text.index("## Verdicts") < text.index("## The world")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    # the fixed order mid-align, afp, adamergex, lslo, cloned
+    assert [r.split("|")[1].strip() for r in rows[:3]] == ["`mid-align`", "`afp`", "`adamergex`"]
+    assert rows[0].endswith("| 3 | baseline learned the source task: 100.0 % (needs > 62.5 %): met | **reproduced** |")
+    assert rows[1].split("|")[4:6] == [" 0.0 points ", " 0.0 to 0.0 "] and rows[1].endswith("| **inconclusive** |")
+    assert rows[2].endswith("58.5 % (needs > 62.5 %): **failed** | **invalid** |")
+    verdicts = text.split("## Verdicts", 1)[1].split("## The world", 1)[0]
+    assert "AFP vs SFT on target accuracy: 0.0 points, AFP level with SFT (95 % CI 0.0 to 0.0, 3 seeds): " \
+           "inconclusive — no difference" in verdicts
+    assert "Of 3 experiments — reproduced: mid-align; inconclusive: afp; invalid: adamergex." in verdicts
+    assert "Settings of `mid-align`: steps chosen on source dev" in verdicts
+    for key in ("mid-align", "afp", "adamergex"):
+        entry = doc["reproduction"][key]
+        assert {"prediction", "effect", "ci_low", "ci_high", "seeds", "precondition_met", "verdict"} <= set(entry)
+    assert doc["reproduction"]["adamergex"]["verdict"] == "invalid"

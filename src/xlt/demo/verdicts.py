@@ -17,7 +17,7 @@ the effect is method − baseline; the paper predicts its direction (``"increase
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -30,6 +30,9 @@ VERDICTS = ("reproduced", "not reproduced", "inconclusive", "invalid")
 #: bootstrap resamples of :func:`paired_interval` (the percentile bounds move by well under a
 #: tenth of a point between generator seeds at this count for 0/1 scores on a few hundred items)
 N_BOOT = 4000
+
+#: how far above the majority-class rate a source score must be for "learned the source task"
+LEARNED_MARGIN = 0.10
 
 # at most this many resampled indices are held in memory at once
 _CHUNK = 4_000_000
@@ -290,7 +293,7 @@ def precondition(name: str, value: float, threshold: float, *, text: str, higher
     return Precondition(name, float(value), float(threshold), met, text, higher_is_better, scale, unit)
 
 
-def learned_source_task(score: float, labels: Sequence, *, margin: float = 0.10,
+def learned_source_task(score: float, labels: Sequence, *, margin: float = LEARNED_MARGIN,
                         name: str = "baseline learned the source task", who: str = "the baseline") -> Precondition:
     """Met iff ``score`` (a share) is above the majority-class rate of ``labels`` (the gold labels
     of the items it was scored on) plus ``margin``: a constant answer scores the majority rate."""
@@ -409,7 +412,8 @@ def _interval_words(low: float, high: float) -> str:
     return "the interval includes 0"
 
 
-def _fmt_value(value: float, scale: float, unit: str) -> str:
+def fmt_value(value: float, scale: float, unit: str) -> str:
+    """``value * scale`` with its unit ("58.5 %", "12.00 ppl")."""
     if math.isnan(value):
         return "nan"
     return f"{value * scale:.1f} %" if unit == "%" else f"{value * scale:.2f} {unit}".rstrip()
@@ -427,8 +431,8 @@ def reproduction_sentence(key: str, r: Reproduction) -> str:
         failed = [p for p in r.preconditions if not p.met]
         if failed:
             why = "; ".join(
-                f"precondition '{p.name}' failed: {_fmt_value(p.value, p.scale, p.unit)} against a threshold of "
-                f"{_fmt_value(p.threshold, p.scale, p.unit)} ({p.text})" for p in failed)
+                f"precondition '{p.name}' failed: {fmt_value(p.value, p.scale, p.unit)} against a threshold of "
+                f"{fmt_value(p.threshold, p.scale, p.unit)} ({p.text})" for p in failed)
         else:
             why = "a precondition failed"
         return f"{head}: invalid — {why}; the effect is not interpreted."
