@@ -125,6 +125,14 @@ def test_bootstrap_is_deterministic_given_its_seed():
     assert paired_interval(a, b, seed=5) != paired_interval(a, b, seed=6)
 
 
+def test_default_bootstrap_is_4000_resamples_with_generator_seed_0():
+    rng = np.random.default_rng(4)
+    a = [rng.random(50).tolist() for _ in range(2)]  # any per-item metric, not only 0/1
+    b = [rng.random(50).tolist() for _ in range(2)]
+    assert paired_interval(a, b) == paired_interval(a, b, n_boot=4000, seed=0)
+    assert paired_interval(a, b) != paired_interval(a, b, n_boot=3999, seed=0)
+
+
 def test_identical_arms_give_the_zero_width_interval_at_zero():
     a = [[1, 0, 1, 1], [0, 0, 1]]
     assert tuple(paired_interval(a, a)) == (0.0, 0.0, 0.0)
@@ -421,6 +429,11 @@ def test_report_reads_scores_against_the_majority_rate_and_uses_sample_std(tmp_p
             f"SFT (95 % CI +{100 * (mean - half):.1f} to +{100 * (mean + half):.1f}, 3 seeds") in reading
     assert "the interval lies above 0" in reading
     assert doc["mid_align_minus_sft_target_accuracy"]["ci_low"] == pytest.approx(mean - half, abs=1e-6)
+    by_target = doc["transfer_minus_sft"]["test"]["mid-align"]["qab"]
+    assert by_target["per_seed"] == pytest.approx(diffs) and by_target["seeds_better"] == 3
+    assert by_target["seeds"] == 3 and by_target["mean"] == pytest.approx(mean)
+    assert by_target["ci_high"] == pytest.approx(mean + half, abs=1e-6)
+    assert set(doc["transfer_minus_sft"]) == {"test", "dev"}
 
 
 def test_report_on_a_degenerate_run_says_so_and_compares_nothing(tmp_path):
