@@ -381,7 +381,8 @@ def _report(out, *, source=1.0, gains=None, per_target=None, constant_everywhere
                     f.write(json.dumps({"lang": code, "context": "c", "choices": ["a", "b"],
                                         "label": 0 if i < 27 else 1}) + "\n")
     results = {"base": {"parameters": 1000, "steps": 80, "tokens_seen": 5000, "train_loss": 3.2, "seconds": 5},
-               "base-eval": {c: {"accuracy": 0.54} for c, _ in LANGS}}
+               "base-eval": {**{c: {"accuracy": 0.54 if constant_everywhere in (False, True) else constant_everywhere}
+                                for c, _ in LANGS}, "seconds": 1.5}}  # as the step writes it
     for method, by_seed in gains.items():
         for k, seed in enumerate(seeds):
             scores = {}
@@ -389,7 +390,7 @@ def _report(out, *, source=1.0, gains=None, per_target=None, constant_everywhere
                 scores[split] = {}
                 for code, _ in LANGS:
                     if constant_everywhere:
-                        value = 0.54
+                        value = 0.54 if constant_everywhere is True else constant_everywhere
                     elif code == "qaa":
                         value = source
                     else:
@@ -412,7 +413,7 @@ def _reading(text):
 def test_report_reads_scores_against_the_majority_rate_and_uses_sample_std(tmp_path):
     text, doc = _report(tmp_path, gains={"sft": [0.0, 0.02, 0.04], "mid-align": [0.17, 0.19, 0.30]})
     assert "## Verdicts" not in text and "transfer gap" in text
-    assert doc["majority_rate"]["test"]["qab"] == {"rate": 0.54, "items": 50}
+    assert doc["majority_rate"]["test"]["qab"] == {"rate": 0.54, "items": 50, "shares": {"0": 0.54, "1": 0.46}}
     assert "| constant answer (majority class) | 54.0 | 54.0 | 54.0 | 54.0 | 54.0 |" in text
     # the spread is the sample std: SFT targets at 50, 52, 54 % -> 2.0 points (population std: 1.6)
     assert doc["transfer"]["sft"]["qab"]["accuracy_std"] == pytest.approx(0.02)
@@ -440,9 +441,19 @@ def test_report_on_a_degenerate_run_says_so_and_compares_nothing(tmp_path):
     text, _ = _report(tmp_path, constant_everywhere=True)
     reading = _reading(text)
     assert ("Every model, the untrained base included, scores 54.0% `polarity` accuracy in every language and "
-            "seed, the majority-class rate of the items scored") in reading
+            "seed, the share of one class among the items scored, which a constant answer scores") in reading
     assert "no model learned the task. No method can be compared with another." in reading
     assert "in the source" not in reading and "minus SFT" not in reading and "reproduced" not in reading
+
+
+def test_report_on_every_model_answering_the_minority_class(tmp_path):
+    # 46 % is the share of class 1 (23 of 50): every model answers class 1
+    text, _ = _report(tmp_path, constant_everywhere=0.46)
+    assert ("scores 46.0% `polarity` accuracy in every language and seed, the share of one class among the items "
+            "scored, which a constant answer scores: no model learned the task.") in _reading(text)
+    # all equal at a score no constant answer gives: nothing compared, nothing said about learning
+    text, _ = _report(tmp_path / "b", constant_everywhere=0.70)
+    assert "scores 70.0% `polarity` accuracy in every language and seed. No method can be compared" in _reading(text)
 
 
 def test_report_when_the_baseline_did_not_learn_the_source(tmp_path):

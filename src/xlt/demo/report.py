@@ -219,7 +219,9 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
     seeds = settings["seeds"]
     limit = settings["transfer"]["test_limit"]
     labels = {split: task_labels(out / "world", "polarity", split, limit) for split in ("test", "dev")}
-    majority = {split: {lang: {"rate": majority_rate(v), "items": len(v)} for lang, v in by_lang.items() if v}
+    majority = {split: {lang: {"rate": majority_rate(v), "items": len(v),
+                               "shares": {str(c): v.count(c) / len(v) for c in sorted(set(v))}}
+                        for lang, v in by_lang.items() if v}
                 for split, by_lang in labels.items()}
     doc: dict = {"source_language": source, "languages": langs, "targets": targets, "seeds": seeds,
                  "world_languages": [{"code": l["code"], "word_order": l["word_order"]} for l in world["languages"]]
@@ -556,15 +558,17 @@ def reading(doc: dict, source: str, targets: list[str]) -> list[str]:
     # every arm the same score everywhere: nothing can be compared
     values = [v for row in t.values() for lang in [source] + targets
               for v in row.get(lang, {}).get("accuracy_per_seed", {}).values()]
-    values += [row["accuracy"] for row in doc.get("base_model_scores", {}).values() if "accuracy" in row]
+    values += [row["accuracy"] for row in doc.get("base_model_scores", {}).values()
+               if isinstance(row, dict) and "accuracy" in row]
     degenerate = len(values) > 1 and len({round(v, 9) for v in values}) == 1
     if degenerate:
-        rate = {round(v["rate"], 9) for v in maj.values()}
-        constant = rate == {round(values[0], 9)}
+        # a constant answer scores the share of its class among the items
+        constant = bool(maj) and all(any(round(share, 9) == round(values[0], 9) for share in v.get("shares", {}).values())
+                                     for v in maj.values())
         lines.append(f"Every model{', the untrained base included,' if doc.get('base_model_scores') else ''} "
                      f"scores {_pct(values[0])} `polarity` accuracy in every language and seed"
-                     + (", the majority-class rate of the items scored, as a constant answer does: no model "
-                        "learned the task" if constant else "") + ". No method can be compared with another.")
+                     + (", the share of one class among the items scored, which a constant answer scores: no "
+                        "model learned the task" if constant else "") + ". No method can be compared with another.")
 
     learned = None
     if acc(sft, source) is not None and not degenerate:
