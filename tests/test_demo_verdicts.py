@@ -472,6 +472,8 @@ def test_report_does_not_call_a_noisy_gain_large(tmp_path):
     # AFP equals SFT in every seed: a tie, not a gain
     assert "AFP minus SFT on target-mean `polarity` accuracy: 0.0 points, AFP level with SFT" in reading
     assert "no difference in any seed" in reading
+    assert ("AFP minus SFT, target-mean `polarity` accuracy, per seed: 0.0, 0.0, 0.0 points (AFP better in 0 of 3 "
+            "seeds; mean 0.0, 95 % CI 0.0 to 0.0 over seeds, Student t)") in text
 
 
 def test_report_names_a_smallest_gain_only_when_there_is_one(tmp_path):

@@ -311,8 +311,9 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
                 f"{100 * sft['targets_mean']['accuracy']:.1f}% on average over the targets "
                 f"({', '.join('`%s` %.1f%%' % (t, 100 * sft[t]['accuracy']) for t in targets if t in sft)}): "
                 f"a gap of {100 * gap:.1f} points. "
-                + ("A constant answer scores " + ", ".join(
-                    f"`{l}` {100 * maj[l]['rate']:.1f}%" for l in langs if l in maj)
+                + ((f"A constant answer scores {100 * constant:.1f}% in every language" if constant is not None
+                    else "A constant answer scores " + ", ".join(
+                        f"`{l}` {100 * maj[l]['rate']:.1f}%" for l in langs if l in maj))
                    + " (the majority-class rate of the items scored)." if maj else
                    "The majority-class rate of the items is unknown (no world files).") + "\n")
         add(f"`polarity` accuracy (%, test, the first {limit} items per language; "
@@ -373,7 +374,7 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
             add(f"{name} minus SFT, target-mean `polarity` accuracy, per seed: "
                 f"{', '.join(signed(x) for x in d['per_seed'])} points ({name} better in {d['seeds_better']} of "
                 f"{d['seeds']} seeds; mean {signed(d['mean'])}, "
-                f"{interval_phrase(d['ci_low'] or -math.inf, d['ci_high'] or math.inf)} over seeds, Student t)"
+                f"{interval_phrase(*_bounds(d))} over seeds, Student t)"
                 + (f"; on the dev split (the first {limit} items per language): "
                    f"{', '.join(signed(x) for x in dev['per_seed'])}." if dev else ".") + "\n")
         if _plot_transfer(out / "transfer_accuracy.png", transfer, langs, "accuracy",
@@ -521,12 +522,16 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _bounds(d: dict) -> tuple[float, float]:
+    """A :func:`_difference` dict's interval, None bounds read as unbounded."""
+    return (-math.inf if d.get("ci_low") is None else d["ci_low"], math.inf if d.get("ci_high") is None else d["ci_high"])
+
+
 def _versus(d: dict, name: str, baseline: str, what: str, *, scale: float = 100.0, unit: str = "points",
             digits: int = 1) -> str:
     """"name minus baseline on what: +x unit, name above baseline (95 % CI ..., n seeds, Student t
     over seeds): the interval lies above 0 / includes 0 / ..." from a :func:`_difference` dict."""
-    low = -math.inf if d.get("ci_low") is None else d["ci_low"]
-    high = math.inf if d.get("ci_high") is None else d["ci_high"]
+    low, high = _bounds(d)
     n = d["seeds"]
     if math.isinf(low) and math.isinf(high):
         where = "one seed gives no interval, so it cannot be told from seed noise"
