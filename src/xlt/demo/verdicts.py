@@ -419,7 +419,7 @@ def fmt_value(value: float, scale: float, unit: str) -> str:
     return f"{value * scale:.1f} %" if unit == "%" else f"{value * scale:.2f} {unit}".rstrip()
 
 
-def reproduction_sentence(key: str, r: Reproduction) -> str:
+def reproduction_sentence(r: Reproduction) -> str:
     """One sentence for one reproduction, computed from its numbers and interval only."""
     head = (f"{r.method} vs {r.baseline} on {r.metric}: {signed(r.effect, r.scale)} {r.unit}, "
             f"{compare_phrase(r.effect, r.method, r.baseline, scale=r.scale)} "
@@ -448,7 +448,7 @@ def reading(reproductions: dict[str, Reproduction]) -> list[str]:
     """The report's sentences on ``{key: Reproduction}``, in the dict's order, then one summary
     line by verdict. Computed only from each reproduction's effect, interval, seeds and
     preconditions: no sentence is fixed in advance."""
-    lines = [reproduction_sentence(key, r) for key, r in reproductions.items()]
+    lines = [reproduction_sentence(r) for r in reproductions.values()]
     if reproductions:
         groups = {v: [k for k, r in reproductions.items() if r.verdict == v] for v in VERDICTS}
         parts = [f"{v}: {', '.join(keys)}" for v, keys in groups.items() if keys]
