@@ -516,3 +516,15 @@ def test_report_opens_with_the_verdict_table(tmp_path):
         entry = doc["reproduction"][key]
         assert {"prediction", "effect", "ci_low", "ci_high", "seeds", "precondition_met", "verdict"} <= set(entry)
     assert doc["reproduction"]["adamergex"]["verdict"] == "invalid"
+
+
+def test_reading_of_an_interval_that_could_not_be_computed():
+    nan = float("nan")
+    r = Reproduction("LSLo", "shared LoRA", "chrF", "increase", 0.01, nan, nan, 2, True, [],
+                     verdict("increase", nan, nan, True), scale=1.0, unit="chrF")
+    line = reading({"lslo": r})[0]
+    assert r.verdict == "inconclusive"
+    assert "(95 % CI nan to nan, 2 seeds): inconclusive — no interval could be computed." in line
+    back = Reproduction.from_dict(json.loads(json.dumps(r.to_dict(), allow_nan=False)))
+    assert (back.ci_low, back.ci_high, back.verdict) == (-math.inf, math.inf, "inconclusive")
+    assert "(no interval, 2 seeds): inconclusive — the interval is unbounded." in reading({"lslo": back})[0]

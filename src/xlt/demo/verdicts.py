@@ -399,12 +399,12 @@ def interval_phrase(low: float, high: float, *, level: float = 0.95, scale: floa
     return f"{100 * level:g} % CI {signed(low, scale, digits)} to {signed(high, scale, digits)}"
 
 
-def _interval_words(low: float, high: float) -> str:
+def _interval_words(low: float, high: float, seeds: int) -> str:
     """How the interval stands to 0, for an inconclusive verdict."""
     if math.isnan(low) or math.isnan(high):
         return "no interval could be computed"
     if math.isinf(low) and math.isinf(high):
-        return "one seed gives no interval over seeds"
+        return "one seed gives no interval over seeds" if seeds == 1 else "the interval is unbounded"
     if low == 0 == high:
         return "no difference: the interval is the single point 0 (both arms scored alike in every resample)"
     if low == 0 or high == 0:
@@ -441,7 +441,7 @@ def reproduction_sentence(r: Reproduction) -> str:
     if r.verdict == "not reproduced":
         return (f"{head}: not reproduced — the interval lies wholly {'below' if side == 'above' else 'above'} 0, "
                 f"a {other} where the paper predicts an {r.prediction}.")
-    return f"{head}: inconclusive — {_interval_words(r.ci_low, r.ci_high)}."
+    return f"{head}: inconclusive — {_interval_words(r.ci_low, r.ci_high, r.seeds)}."
 
 
 def reading(reproductions: dict[str, Reproduction]) -> list[str]:
