@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ def test_report_and_plots(quick_demo):
                     "## What the numbers show", "## Every setting"):
         assert heading in report, heading
     assert "transfer gap" in report
+    assert "| constant answer (majority class) |" in report and "population" not in report
     for png in ("transfer_accuracy.png", "similarity_by_layer.png", "mt_heatmap.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", png
@@ -69,8 +71,9 @@ def test_results_keys_and_ranges(quick_demo):
             assert 0.0 <= row["accuracy"] <= 1.0
             per_seed = row["accuracy_per_seed"]
             assert sorted(per_seed) == ["0", "1"]
-            # the mean is the mean of the per-seed values
+            # the mean is the mean of the per-seed values, the spread their sample standard deviation
             assert row["accuracy"] == pytest.approx(sum(per_seed.values()) / 2)
+            assert row["accuracy_std"] == pytest.approx(statistics.stdev(per_seed.values()))
             assert all(0.0 <= v <= 1.0 for v in per_seed.values())
             assert 0.0 <= row["exact_match"] <= 1.0
     for value in _numbers(results["transfer"]):
@@ -84,6 +87,17 @@ def test_results_keys_and_ranges(quick_demo):
         assert all(-1.0 - 1e-6 <= v <= 1.0 + 1e-6 for v in results["cloned"][tag]["similarity_by_layer"])
         assert results["cloned"][tag]["perplexity"]["L1"] >= 1.0
     assert results["missing"] == {}
+    # the score of a constant answer: the majority class's share of the first test_limit items scored
+    limit = results["settings"]["transfer"]["test_limit"]
+    labels: dict = {}
+    for line in (out / "world" / "tasks" / "polarity" / "test.choice.jsonl").read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        if len(labels.setdefault(item["lang"], [])) < limit:
+            labels[item["lang"]].append(item["label"])
+    for lang in langs:
+        rate = max(labels[lang].count(c) for c in set(labels[lang])) / len(labels[lang])
+        assert results["majority_rate"]["test"][lang]["rate"] == pytest.approx(rate)
+        assert results["majority_rate"]["test"][lang]["items"] == limit
 
 
 def test_rerun_skips_finished_steps(quick_demo):
