@@ -158,15 +158,6 @@ def test_unigram_check_against_a_direct_computation(world_and_base):
     assert got["base_nll"] > got["unigram_nll"]
 
 
-def test_majority_rate():
-    from xlt.demo.full import majority_rate
-
-    assert majority_rate([1, 0, 1, 1]) == 0.75
-    assert majority_rate([0, 1]) == 0.5
-    with pytest.raises(ValueError):
-        majority_rate([])
-
-
 def test_units_vary_world_base_and_fine_tuning_seeds():
     from xlt.demo.full import units
 
@@ -174,3 +165,59 @@ def test_units_vary_world_base_and_fine_tuning_seeds():
     assert len(runs) == 6 and len({u["name"] for u in runs}) == 6
     assert {u["world"] for u in runs} == {1, 2}
     assert {u["base"] for u in runs} == {u["seed"] for u in runs} == {0, 1, 2}
+
+
+def _constructed_results(fs, *, sft_source=1.0, base_nll=2.0, gains=(0.2, 0.3)):
+    """Step results as the full demo writes them: 2 runs, 3 arms, 4 languages x 10 items; the
+    mid-align arm is right on the first ``gain`` share of each target's items where SFT is wrong."""
+    from xlt.demo.full import units
+
+    results = {f"full-world-w{w}": {"source_language": "qaa"} for w in fs["world_seeds"]}
+    gold = [0, 1] * 5
+    for k, u in enumerate(units(fs)):
+        results[f"full-base-w{u['world']}-b{u['base']}"] = {"unigram": {"base_nll": base_nll, "unigram_nll": 4.0}}
+        for arm in fs["mid_align"]["arms"]:
+            test = {}
+            for lang in ("qaa", "qab", "qac", "qad"):
+                if lang == "qaa":
+                    correct = [1] * round(10 * sft_source) + [0] * (10 - round(10 * sft_source))
+                elif arm == "mid-align":
+                    n = round(10 * gains[k])
+                    correct = [1] * n + [0] * (10 - n)
+                else:
+                    correct = [0] * 10
+                test[lang] = {"correct": correct, "gold": gold, "accuracy": sum(correct) / 10, "majority_rate": 0.5}
+            results[f"full-mid-align-{arm}-{u['name']}"] = {"unit": u, "test": test}
+    return results
+
+
+def test_mid_align_reproduction_from_constructed_runs():
+    from xlt.demo.full import mid_align_reproduction, mid_align_table
+    from xlt.demo.settings import full_settings
+
+    fs = full_settings(quick=True)  # 1 world, 2 runs, arms sft / parallel-lm / mid-align
+    got = mid_align_reproduction(fs, _constructed_results(fs))
+    assert set(got) == {"mid-align", "mid-align vs control"}
+    main = got["mid-align"]
+    # effect: the mean over runs of the mean paired difference over the 30 target items
+    assert main.effect == pytest.approx((0.2 + 0.3) / 2)
+    assert main.seeds == 2 and main.prediction == "increase"
+    assert main.ci_low > 0 and main.verdict == "reproduced" and main.precondition_met
+    table = mid_align_table(fs, _constructed_results(fs))
+    assert table["mid-align"]["qab"]["mean"] == pytest.approx(0.25)
+    assert table["mid-align"]["qab"]["std"] == pytest.approx(0.0707107, rel=1e-5)  # sample sd of 0.2, 0.3
+
+    # a baseline that did not learn its source task (60 % against a 50 % majority + 10 points) makes it invalid
+    invalid = mid_align_reproduction(fs, _constructed_results(fs, sft_source=0.6))["mid-align"]
+    assert invalid.verdict == "invalid" and not invalid.precondition_met
+    assert [p.met for p in invalid.preconditions] == [False, True]
+    # so does a base model worse than the unigram model
+    worse = mid_align_reproduction(fs, _constructed_results(fs, base_nll=5.0))["mid-align"]
+    assert worse.verdict == "invalid" and [p.met for p in worse.preconditions] == [True, False]
+    # no gain: inconclusive or a zero effect, never reproduced
+    flat = mid_align_reproduction(fs, _constructed_results(fs, gains=(0.0, 0.0)))["mid-align"]
+    assert flat.effect == 0 and flat.verdict != "reproduced"
+    # a missing step: nothing yet
+    partial = _constructed_results(fs)
+    del partial["full-mid-align-sft-w1-b1-s1"]
+    assert mid_align_reproduction(fs, partial) is None

@@ -153,6 +153,7 @@ def evaluate_items(model_dir: Path, world_dir: Path, *, split: str, device: str,
     label words (``xlt eval icl``'s lm-eval rule).
     """
     from xlt.demo.transfer import CLASSIFICATION_TASK
+    from xlt.demo.verdicts import majority_rate
     from xlt.eval.icl import evaluate_icl
     from xlt.formats import read_records
     from xlt.models import load_model, load_tokenizer
@@ -175,14 +176,6 @@ def evaluate_items(model_dir: Path, world_dir: Path, *, split: str, device: str,
         row["accuracy"] = sum(row["correct"]) / len(row["correct"])
         row["majority_rate"] = majority_rate(row["gold"])
     return out
-
-
-def majority_rate(labels) -> float:
-    """The share of the most frequent label: what answering one class always scores."""
-    labels = list(labels)
-    if not labels:
-        raise ValueError("majority_rate of no labels")
-    return max(labels.count(v) for v in set(labels)) / len(labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,67 +280,75 @@ def _target_items(step: dict, source: str) -> list[int]:
 
 
 def mid_align_reproduction(fs: dict, results: dict) -> dict | None:
-    """``reproduction["mid-align"]``: mid-align against SFT on target-language polarity accuracy
-    (the paper's claim), with the preconditions, and the further comparisons a reviewer asks
-    for (against the parallel-text LM control, and the middle layer against the first and the
-    last); None while a step is missing."""
-    from xlt.demo.verdicts import Precondition, reproduce
+    """The mid-align reproductions, ``{key: Reproduction}``: ``mid-align`` (against SFT on
+    target-language polarity accuracy, the paper's claim) and the comparisons a reviewer asks
+    for: against the parallel-text LM control (``mid-align vs control``) and the middle layer
+    against the first and the last (``mid-align layer``...); None while a step is missing."""
+    from xlt.demo.verdicts import learned_source_task, precondition, reproduce
 
     s = fs["mid_align"]
     runs = units(fs)
     steps = {(arm, u["name"]): results.get(f"full-mid-align-{arm}-{u['name']}") for u in runs for arm in s["arms"]}
     bases = {(u["world"], u["base"]): results.get(f"full-base-w{u['world']}-b{u['base']}") for u in runs}
-    if any(v is None for v in steps.values()) or any(v is None for v in bases.values()):
+    worlds = [results.get(f"full-world-w{w}") for w in fs["world_seeds"]]
+    if any(v is None for v in [*steps.values(), *bases.values(), *worlds]):
         return None
-    worlds = {w: results.get(f"full-world-w{w}") for w in fs["world_seeds"]}
-    source = next(iter(worlds.values()))["source_language"]
-    # preconditions: the baseline learned its source task; every base model beats a unigram model
-    margins = []
-    for u in runs:
-        row = steps[("sft", u["name"])]["test"][source]
-        margins.append((row["accuracy"] - row["majority_rate"], row["accuracy"], row["majority_rate"], u["name"]))
-    worst = min(margins)
-    learned = Precondition(
-        name="baseline learned the source task", value=worst[0], threshold=s["precondition_margin"],
-        met=worst[0] >= s["precondition_margin"],
-        text=(f"SFT's source accuracy minus its test items' majority-class rate, worst run {worst[3]}: "
-              f"{100 * worst[1]:.1f} % vs {100 * worst[2]:.1f} %"))
-    gaps = [(b["unigram"]["base_nll"] - b["unigram"]["unigram_nll"], key, b["unigram"]) for key, b in bases.items()]
-    gap = max(gaps)
-    unigram = Precondition(
-        name="base model beats a unigram model", value=gap[0], threshold=0.0, met=gap[0] < 0.0,
-        text=(f"held-out NLL per token, base minus unigram, worst base (world {gap[1][0]}, seed {gap[1][1]}): "
-              f"{gap[2]['base_nll']:.2f} vs {gap[2]['unigram_nll']:.2f} nats"))
+    source = worlds[0]["source_language"]
+    # the baseline learned its source task in every run: the worst run decides
+    checks = [learned_source_task(steps[("sft", u["name"])]["test"][source]["accuracy"],
+                                  steps[("sft", u["name"])]["test"][source]["gold"],
+                                  margin=s["precondition_margin"], who=f"SFT (run {u['name']})") for u in runs]
+    learned = min(checks, key=lambda p: p.value - p.threshold)
+    # every base model beats a unigram model on held-out text: the worst base decides
+    (w, b), worst = max(bases.items(), key=lambda kv: kv[1]["unigram"]["base_nll"] - kv[1]["unigram"]["unigram_nll"])
+    unigram = precondition(
+        "base model beats a unigram model", worst["unigram"]["base_nll"], worst["unigram"]["unigram_nll"],
+        higher_is_better=False, scale=1.0, unit="nats",
+        text=(f"held-out negative log-likelihood per token of the worst base model (world {w}, seed {b}) "
+              f"against a unigram model of its pre-training corpus"))
     preconditions = [learned, unigram]
 
     def compare(method: str, baseline: str, claim: str):
         a = [_target_items(steps[(baseline, u["name"])], source) for u in runs]
-        b = [_target_items(steps[(method, u["name"])], source) for u in runs]
+        b_ = [_target_items(steps[(method, u["name"])], source) for u in runs]
         return reproduce(method=method, baseline=baseline, metric=f"target-language polarity accuracy ({claim})",
-                         prediction="increase", a=a, b=b, preconditions=preconditions,
-                         settings_chosen=fs["chosen"]["mid_align"]).to_dict()
+                         prediction="increase", a=a, b=b_, preconditions=preconditions,
+                         settings_chosen=fs["chosen"]["mid_align"])
 
-    main = compare("mid-align", "sft", "the paper's claim")
-    comparisons = []
+    out = {"mid-align": compare("mid-align", "sft", "the paper's claim")}
     if "parallel-lm" in s["arms"]:
-        comparisons.append(compare("mid-align", "parallel-lm", "alignment, not the parallel text"))
-    for other, claim in (("align-first", "middle layer over the first"), ("align-last", "middle layer over the last")):
+        out["mid-align vs control"] = compare("mid-align", "parallel-lm", "alignment, not the parallel text")
+    for other, key, claim in (("align-first", "mid-align layer (first)", "the middle layer over the first"),
+                              ("align-last", "mid-align layer (last)", "the middle layer over the last")):
         if other in s["arms"]:
-            comparisons.append(compare("mid-align", other, claim))
-    main["comparisons"] = comparisons
-    main["runs"] = [u["name"] for u in runs]
-    main["source_accuracy"] = {arm: [steps[(arm, u["name"])]["test"][source]["accuracy"] for u in runs]
-                               for arm in s["arms"]}
-    return main
+            out[key] = compare("mid-align", other, claim)
+    return out
+
+
+def mid_align_table(fs: dict, results: dict) -> dict:
+    """Per arm and language: polarity test accuracy, mean and sample standard deviation over the
+    runs that finished, with the per-run values (for the report and results.json)."""
+    import statistics
+
+    s = fs["mid_align"]
+    table: dict = {}
+    for arm in s["arms"]:
+        per_lang: dict = {}
+        for u in units(fs):
+            step = results.get(f"full-mid-align-{arm}-{u['name']}")
+            if step is None:
+                continue
+            for lang, row in step["test"].items():
+                per_lang.setdefault(lang, {})[u["name"]] = row["accuracy"]
+        table[arm] = {lang: {"mean": statistics.fmean(v.values()),
+                             "std": statistics.stdev(v.values()) if len(v) > 1 else None, "per_run": v}
+                      for lang, v in sorted(per_lang.items())}
+    return table
 
 
 def reproductions(settings: dict, results: dict) -> dict:
-    """``results.json``'s ``reproduction``: one entry per method whose experiment has run."""
+    """``results["reproduction"]``: ``{key: Reproduction}`` for the experiments that have run."""
     fs = settings.get("full")
     if not fs:
         return {}
-    out = {}
-    mid = mid_align_reproduction(fs, results)
-    if mid is not None:
-        out["mid-align"] = mid
-    return out
+    return mid_align_reproduction(fs, results) or {}

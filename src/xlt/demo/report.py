@@ -258,6 +258,20 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
             if r.settings_chosen:
                 add(f"Settings of `{key}`: {r.settings_chosen}")
         add("")
+    full_table = results.get("full_mid_align")
+    if full_table:
+        doc["full_mid_align"] = full_table
+        langs_full = sorted({lang for arm in full_table.values() for lang in arm})
+        runs = sorted({run for arm in full_table.values() for row in arm.values() for run in row["per_run"]})
+        add(f"### Mid-align reproduction: test accuracy per arm ({len(runs)} runs: {', '.join(runs)})\n")
+        add("Mean ± sample standard deviation over runs (each run: its own world, base model and seed); every "
+            "arm saw the same task micro-batches in the same order.\n")
+        add("| arm | " + " | ".join(f"`{lang}`" for lang in langs_full) + " |")
+        add("|---|" + "---:|" * len(langs_full))
+        for arm, row in full_table.items():
+            add(f"| {arm} | " + " | ".join(fmt(row[lang]["mean"], row[lang]["std"]) if lang in row else "—"
+                                         for lang in langs_full) + " |")
+        add("")
 
     add(f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); device {device}; "
         f"{'quick run' if settings.get('quick') else 'default run'}. Every number below was computed "
@@ -501,7 +515,7 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
     # settings
     add("## Every setting\n")
     add("```json\n" + json.dumps(settings, indent=1, sort_keys=True) + "\n```\n")
-    timings = {k: v.get("seconds") for k, v in results.items() if isinstance(v, dict) and k != "reproduction"}
+    timings = {k: v.get("seconds") for k, v in results.items() if isinstance(v, dict) and k not in ("reproduction", "full_mid_align")}
     add("Step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if v is not None) +
         f"; sum {sum(v for v in timings.values() if v is not None):.0f} s. "
         f"Wall time of this invocation: {wall_seconds:.0f} s on {platform.machine()} "
