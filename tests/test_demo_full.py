@@ -221,3 +221,21 @@ def test_mid_align_reproduction_from_constructed_runs():
     partial = _constructed_results(fs)
     del partial["full-mid-align-sft-w1-b1-s1"]
     assert mid_align_reproduction(fs, partial) is None
+
+
+@pytest.mark.slow
+def test_adamergex_run_at_t0_scores_every_arm_like_the_task_adapter(world_and_base, tmp_path):
+    """At t = 0 both merges are the task adapter itself: every arm scores every item alike."""
+    from xlt.demo.full import adamergex_run
+
+    world, base = world_and_base
+    s = {"task": {"lora_r": 2, "lr": 1e-2, "steps": 2, "batch_size": 4, "warmup": 0, "lora_extra_targets": ["lm_head"]},
+         "ref_lines": 8, "ref_steps": 1, "ref_lr": 1e-2, "t": 0.0, "test_limit": 6}
+    got = adamergex_run(base, world, tmp_path / "am", s, seed=0, device="cpu")
+    alone = got["test"]["task adapter alone"]
+    assert sorted(alone) == ["qaa", "qab", "qac", "qad"]
+    for arm in ("task arithmetic", "adamergex"):
+        assert sorted(got["test"][arm]) == ["qab", "qac", "qad"]
+        for lang, row in got["test"][arm].items():
+            assert row["correct"] == alone[lang]["correct"] and len(row["correct"]) == 6
+    assert not (tmp_path / "am").exists()  # adapters and merged models are removed

@@ -222,6 +222,66 @@ def unigram_check(base_dir: Path, world_dir: Path, *, device: str, limit: int = 
 
 
 # --------------------------------------------------------------------------------------------
+# AdaMergeX: one task adapter, reference adapters per language, merges scored per item
+
+
+def adamergex_run(base_dir: Path, world_dir: Path, work: Path, s: dict, *, seed: int, device: str) -> dict:
+    """One run of the AdaMergeX experiment (Zhao et al. 2024).
+
+    A LoRA task adapter on the source's ``polarity`` data; a LoRA reference adapter per language,
+    causal LM with the loss on every token of ``ref_lines`` lines of that language's corpus; then
+    per target, scored on the same test items: the task adapter alone, task arithmetic (task +
+    t * target reference) and AdaMergeX (task + t * (target reference - source reference), the
+    exact product-space rule of ``xlt merge adamergex``), at the fixed ``t`` (not tuned).
+    """
+    import shutil
+    from types import SimpleNamespace
+
+    from xlt.demo.transfer import CLASSIFICATION_TASK, source_task_examples, train_lora_on_examples, world_info
+    from xlt.merge import adamergex, read_adapter
+    from xlt.merge.adamergex import merge_lora
+    from xlt.merge.selection import merge_into_base
+    from xlt.models import load_model, load_tokenizer
+
+    info = world_info(world_dir)
+    source = info["source_language"]
+    targets = [l["code"] for l in info["languages"] if l["code"] != source]
+    work.mkdir(parents=True, exist_ok=True)
+    task_dir = work / "task"
+    task_settings = {**s["task"], "lora_extra_targets": s["task"]["lora_extra_targets"]}
+    train_lora_on_examples(base_dir, source_task_examples(world_dir, [CLASSIFICATION_TASK]), task_dir, task_settings,
+                           steps=s["task"]["steps"], seed=seed, device=device, append_eos=True, progress=False)
+    refs = {}
+    for k, lang in enumerate([source] + targets):
+        lines = (world_dir / "corpus" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[:s["ref_lines"]]
+        examples = [SimpleNamespace(prompt="", completion=line) for line in lines]  # loss on every token
+        out = work / f"ref-{lang}"
+        train_lora_on_examples(base_dir, examples, out, {**s["task"], "lr": s["ref_lr"]}, steps=s["ref_steps"],
+                               seed=seed + 100 + k, device=device, progress=False)
+        refs[lang] = read_adapter(out)
+    task = read_adapter(task_dir)
+    tokenizer = load_tokenizer(base_dir)
+    t = s["t"]
+
+    def score(state, langs) -> dict:
+        model = merge_into_base(load_model(base_dir, kind="causal", dtype="float32", device="cpu"), state)
+        model_dir = work / "merged"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        rows = evaluate_items(model_dir, world_dir, split="test", device=device, limit=s["test_limit"])
+        shutil.rmtree(model_dir, ignore_errors=True)
+        return {lang: rows[lang] for lang in langs}
+
+    arms = {"task adapter alone": score(task, [source] + targets), "task arithmetic": {}, "adamergex": {}}
+    for lang in targets:
+        arms["task arithmetic"].update(score(merge_lora([task, refs[lang]], [1.0, t], mode="delta").adapter, [lang]))
+        arms["adamergex"].update(score(adamergex(task, refs[lang], refs[source], t).adapter, [lang]))
+    shutil.rmtree(work, ignore_errors=True)
+    return {"t": t, "test": arms}
+
+
+# --------------------------------------------------------------------------------------------
 # the steps of the full demo
 
 
@@ -266,6 +326,14 @@ def full_steps(out: Path, fs: dict, *, device: str, step_class) -> list:
                 return {"unit": u, "train": train, "test": test}
             steps.append(step_class(f"full-mid-align-{arm}-{u['name']}", f"mid-align experiment: {arm}, {u['name']}",
                                     run_arm, needs=(f"full-base-w{u['world']}-b{u['base']}",)))
+    if "adamergex" in fs:
+        for u in units(fs):
+            steps.append(step_class(
+                f"full-adamergex-{u['name']}", f"AdaMergeX experiment, {u['name']}",
+                lambda u=u: adamergex_run(base_dir(u["world"], u["base"]), world_dir(u["world"]),
+                                          root / "models" / f"adamergex-{u['name']}", fs["adamergex"],
+                                          seed=u["seed"], device=device),
+                needs=(f"full-base-w{u['world']}-b{u['base']}",)))
     return steps
 
 
@@ -279,12 +347,25 @@ def _target_items(step: dict, source: str) -> list[int]:
     return [c for lang in sorted(step["test"]) if lang != source for c in step["test"][lang]["correct"]]
 
 
+def _unigram_precondition(bases: dict):
+    """Every base model beats a unigram model on held-out text: the worst base decides.
+    ``bases``: ``{(world, seed): base step result}``."""
+    from xlt.demo.verdicts import precondition
+
+    (w, b), worst = max(bases.items(), key=lambda kv: kv[1]["unigram"]["base_nll"] - kv[1]["unigram"]["unigram_nll"])
+    return precondition(
+        "base model beats a unigram model", worst["unigram"]["base_nll"], worst["unigram"]["unigram_nll"],
+        higher_is_better=False, scale=1.0, unit="nats",
+        text=(f"held-out negative log-likelihood per token of the worst base model (world {w}, seed {b}) "
+              f"against a unigram model of its pre-training corpus"))
+
+
 def mid_align_reproduction(fs: dict, results: dict) -> dict | None:
     """The mid-align reproductions, ``{key: Reproduction}``: ``mid-align`` (against SFT on
     target-language polarity accuracy, the paper's claim) and the comparisons a reviewer asks
     for: against the parallel-text LM control (``mid-align vs control``) and the middle layer
     against the first and the last (``mid-align layer``...); None while a step is missing."""
-    from xlt.demo.verdicts import learned_source_task, precondition, reproduce
+    from xlt.demo.verdicts import learned_source_task, reproduce
 
     s = fs["mid_align"]
     runs = units(fs)
@@ -299,13 +380,7 @@ def mid_align_reproduction(fs: dict, results: dict) -> dict | None:
                                   steps[("sft", u["name"])]["test"][source]["gold"],
                                   margin=s["precondition_margin"], who=f"SFT (run {u['name']})") for u in runs]
     learned = min(checks, key=lambda p: p.value - p.threshold)
-    # every base model beats a unigram model on held-out text: the worst base decides
-    (w, b), worst = max(bases.items(), key=lambda kv: kv[1]["unigram"]["base_nll"] - kv[1]["unigram"]["unigram_nll"])
-    unigram = precondition(
-        "base model beats a unigram model", worst["unigram"]["base_nll"], worst["unigram"]["unigram_nll"],
-        higher_is_better=False, scale=1.0, unit="nats",
-        text=(f"held-out negative log-likelihood per token of the worst base model (world {w}, seed {b}) "
-              f"against a unigram model of its pre-training corpus"))
+    unigram = _unigram_precondition(bases)
     preconditions = [learned, unigram]
 
     def compare(method: str, baseline: str, claim: str):
@@ -346,9 +421,45 @@ def mid_align_table(fs: dict, results: dict) -> dict:
     return table
 
 
+def adamergex_reproduction(fs: dict, results: dict) -> dict | None:
+    """``adamergex`` (against the task adapter alone on target-language polarity accuracy, the
+    paper's claim) and ``adamergex vs task arithmetic`` (the source reference's subtraction
+    matters); None while a step is missing."""
+    from xlt.demo.verdicts import learned_source_task, reproduce
+
+    runs = units(fs)
+    steps = {u["name"]: results.get(f"full-adamergex-{u['name']}") for u in runs}
+    bases = {(u["world"], u["base"]): results.get(f"full-base-w{u['world']}-b{u['base']}") for u in runs}
+    worlds = [results.get(f"full-world-w{w}") for w in fs["world_seeds"]]
+    if any(v is None for v in [*steps.values(), *bases.values(), *worlds]):
+        return None
+    source = worlds[0]["source_language"]
+    checks = [learned_source_task(step["test"]["task adapter alone"][source]["accuracy"],
+                                  step["test"]["task adapter alone"][source]["gold"],
+                                  margin=fs["adamergex"]["precondition_margin"], who=f"the task adapter (run {name})")
+              for name, step in steps.items()]
+    preconditions = [min(checks, key=lambda p: p.value - p.threshold), _unigram_precondition(bases)]
+
+    def items(step: dict, arm: str) -> list[int]:
+        return [c for lang in sorted(step["test"][arm]) if lang != source for c in step["test"][arm][lang]["correct"]]
+
+    def compare(method: str, baseline: str, claim: str):
+        return reproduce(method=method, baseline=baseline, metric=f"target-language polarity accuracy ({claim})",
+                         prediction="increase", a=[items(steps[u["name"]], baseline) for u in runs],
+                         b=[items(steps[u["name"]], method) for u in runs], preconditions=preconditions,
+                         settings_chosen=fs["chosen"]["adamergex"])
+
+    return {"adamergex": compare("adamergex", "task adapter alone", "the paper's claim"),
+            "adamergex vs task arithmetic": compare("adamergex", "task arithmetic",
+                                                    "subtracting the source reference")}
+
+
 def reproductions(settings: dict, results: dict) -> dict:
     """``results["reproduction"]``: ``{key: Reproduction}`` for the experiments that have run."""
     fs = settings.get("full")
     if not fs:
         return {}
-    return mid_align_reproduction(fs, results) or {}
+    out = dict(mid_align_reproduction(fs, results) or {})
+    if "adamergex" in fs:
+        out.update(adamergex_reproduction(fs, results) or {})
+    return out
