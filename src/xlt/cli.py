@@ -47,6 +47,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "linear": ("xlt.merge.cli:linear_command", "weighted sum of LoRA updates, exact"),
         "task-arithmetic": ("xlt.merge.cli:task_arithmetic_command",
                             "task arithmetic over LoRA updates, exact"),
+        "layer-swap": ("xlt.merge.cli:layer_swap_command",
+                       "a task expert with a language expert's bottom and top blocks (models or adapters)"),
     },
     "eval": {
         "icl": ("xlt.eval.cli:icl_command", "multilingual multiple-choice in-context evaluation"),
