@@ -47,6 +47,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "linear": ("xlt.merge.cli:linear_command", "weighted sum of LoRA updates, exact"),
         "task-arithmetic": ("xlt.merge.cli:task_arithmetic_command",
                             "task arithmetic over LoRA updates, exact"),
+        "language-arithmetic": ("xlt.merge.cli:language_arithmetic_command",
+                                "task adapter + lambda * (target-language - source-language adapter), exact"),
         "layer-swap": ("xlt.merge.cli:layer_swap_command",
                        "a task expert with a language expert's bottom and top blocks (models or adapters)"),
     },

@@ -14,8 +14,8 @@ from xlt.merge.adapters import (AdapterState, LoraFactors, check_compatible, lor
                                 read_adapter, write_adapter)
 from xlt.merge.layer_swap import (language_weights, layer_swap, layer_swap_adapters,
                                   layer_swap_directories)
-from xlt.merge.methods import (MERGE_METHODS, get_merge_method, linear, register_merge_method,
-                               task_arithmetic)
+from xlt.merge.methods import (MERGE_METHODS, get_merge_method, language_arithmetic, linear,
+                               register_merge_method, task_arithmetic)
 from xlt.merge.reference_data import chunk_chars, chunk_words
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "check_compatible", "lora_modules", "read_adapter", "write_adapter", "MERGE_METHODS",
     "get_merge_method", "linear", "register_merge_method", "task_arithmetic", "chunk_chars",
     "chunk_words", "language_weights", "layer_swap", "layer_swap_adapters", "layer_swap_directories",
+    "language_arithmetic",
 ]

@@ -1,4 +1,4 @@
-"""``xlt merge adamergex|linear|task-arithmetic|layer-swap`` and ``xlt data reference-lm``.
+"""``xlt merge adamergex|linear|task-arithmetic|language-arithmetic|layer-swap`` and ``xlt data reference-lm``.
 
 The commands read adapter directories and data files, call :mod:`xlt.merge`, print a summary
 and write the result atomically (the output path is checked before any work).
@@ -299,6 +299,38 @@ def task_arithmetic_command(argv: list[str], prog: str) -> int:
     if not math.isfinite(args.scale):
         raise ConfigError(f"--lambda must be finite, got {args.scale}")
     return _run_many(args, task_arithmetic, scale=args.scale)
+
+
+# --------------------------------------------------------------------------------------------
+# xlt merge language-arithmetic
+
+
+def language_arithmetic_command(argv: list[str], prog: str) -> int:
+    from xlt.merge.adapters import read_adapter
+    from xlt.merge.methods import language_arithmetic
+
+    parser = ArgumentParser(prog=prog, description=(
+        "Language arithmetic (Chronopoulou et al., 2023): task adapter + lambda * (target-language "
+        "adapter - source-language adapter), exact on LoRA updates (rank r1 + r2 + r3, or --rank)."))
+    parser.add_argument("--task", required=True, help="task adapter trained in the source language")
+    parser.add_argument("--target-language", required=True, help="language adapter, target language")
+    parser.add_argument("--source-language", required=True, help="language adapter, source language")
+    parser.add_argument("--lambda", dest="lam", type=float, default=1.0,
+                        help="weight of the language difference (default 1)")
+    _common_merge_options(parser)
+    args = parser.parse_args(argv)
+    if not math.isfinite(args.lam):
+        raise ConfigError(f"--lambda must be finite, got {args.lam}")
+    _check_rank(args.rank)
+    dtype = _parse_dtype(args.dtype)
+    check_output(args.out, args.overwrite)
+    states = [read_adapter(getattr(args, name), allow_pickle=args.allow_pickle)
+              for name in ("task", "target_language", "source_language")]
+    result = language_arithmetic(*states, args.lam, rank=args.rank, dtype=dtype,
+                                 allow_base_mismatch=args.allow_base_mismatch)
+    _print_summary(result)
+    _write_result(args, result, states)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
