@@ -63,6 +63,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "analyze": {
         "similarity": ("xlt.analysis.cli:similarity_command",
                        "layer-wise hidden-state and gradient similarity of parallel inputs"),
+        "lens": ("xlt.analysis.cli:lens_command",
+                 "the logit lens at every layer: p(target), p(pivot translation), entropy"),
     },
     "lslo": {
         "export": ("xlt.lslo.cli:export_command",
