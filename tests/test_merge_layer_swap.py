@@ -372,3 +372,13 @@ def test_num_layers_counts_blocks_the_adapters_skip(tiny_llama_dir, tmp_path):
     for name in task:
         assert torch.equal(full[name].B @ full[name].A, task[name].B @ task[name].A)
         assert torch.equal(short[name].B @ short[name].A, language[name].B @ language[name].A)
+
+
+def test_result_has_the_task_experts_dtype():
+    from xlt.merge.layer_swap import layer_swap
+
+    task = {f"model.layers.{i}.w": torch.full((2,), 1.0, dtype=torch.bfloat16) for i in range(3)}
+    language = {f"model.layers.{i}.w": torch.full((2,), 2.0, dtype=torch.float32) for i in range(3)}
+    out = layer_swap(task, language, bottom=1, top=0, transition=1, blend=0.5)
+    assert {t.dtype for t in out.values()} == {torch.bfloat16}
+    assert [float(out[f"model.layers.{i}.w"][0]) for i in range(3)] == [2.0, 1.5, 1.0]

@@ -143,13 +143,14 @@ def _shape(tensors: Mapping[str, Any], key: str) -> tuple:
 
 def mix(task_tensor, language_tensor, weight: float):
     """``(1 - w) * task + w * language`` in at least float32, cast back to the task tensor's dtype;
-    ``w = 0`` / ``1`` return the input tensor itself (a copy, bit for bit)."""
+    ``w = 0`` / ``1`` return that expert's tensor itself (bit for bit; a language tensor of
+    another dtype is cast to the task tensor's, so the result has one dtype throughout)."""
     import torch
 
     if weight == 0.0:
         return task_tensor
     if weight == 1.0:
-        return language_tensor
+        return language_tensor if language_tensor.dtype == task_tensor.dtype else language_tensor.to(task_tensor.dtype)
     if not task_tensor.is_floating_point():
         if not torch.equal(task_tensor, language_tensor):
             raise ModelError("a non-floating-point tensor differs between the experts and cannot be blended")
