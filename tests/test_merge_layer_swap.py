@@ -199,7 +199,7 @@ def test_model_and_adapter_cannot_be_swapped(experts, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
-    with pytest.raises(ModelError, match="is a model and the language expert .* is a adapter"):
+    with pytest.raises(ModelError, match="is a model directory and the language expert .* is a PEFT adapter"):
         layer_swap_directories(experts["task"], adapter, tmp_path / "out", bottom=1, top=1)
 
 

@@ -316,8 +316,9 @@ def layer_swap_directories(task_dir, language_dir, out, *, bottom: int, top: int
             raise ModelError(f"{role} {path}: neither a model directory (config.json) nor a PEFT adapter "
                              "(adapter_config.json)")
     if kinds[0] != kinds[1]:
-        raise ModelError(f"the task expert {paths[0]} is a {kinds[0]} and the language expert {paths[1]} "
-                         f"is a {kinds[1]}: give two models or two adapters")
+        what = {"model": "a model directory", "adapter": "a PEFT adapter"}
+        raise ModelError(f"the task expert {paths[0]} is {what[kinds[0]]} and the language expert {paths[1]} "
+                         f"is {what[kinds[1]]}: give two models or two adapters")
     options = dict(bottom=bottom, top=top, transition=transition, blend=blend, outer=outer)
     if kinds[0] == "adapter":
         states = [read_adapter(p, allow_pickle=allow_pickle) for p in paths]
