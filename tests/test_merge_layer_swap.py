@@ -102,8 +102,12 @@ def test_every_tensor_comes_from_the_expected_expert(experts, bottom, top, xlt_c
     # a normal HF model directory: config, tokenizer and weights, loadable and usable
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "model.safetensors").is_file()
+    assert (out / "generation_config.json").is_file()
     report = json.loads((out / "merge_report.json").read_text())
     assert report["bottom"] == bottom and report["top"] == top and report["num_layers"] == 4
+    assert report["blocks"] == ["language" if i < bottom or i >= 4 - top else "task" for i in range(4)]
+    assert report["outer_tensors"]["lm_head.weight"] == ("language" if top else "task")
+    assert report["outer_tensors"]["model.embed_tokens.weight"] == ("language" if bottom else "task")
     assert not list(out.parent.glob(f".{out.name}.tmp-*"))
 
 
@@ -382,3 +386,24 @@ def test_result_has_the_task_experts_dtype():
     out = layer_swap(task, language, bottom=1, top=0, transition=1, blend=0.5)
     assert {t.dtype for t in out.values()} == {torch.bfloat16}
     assert [float(out[f"model.layers.{i}.w"][0]) for i in range(3)] == [2.0, 1.5, 1.0]
+
+
+def test_modules_to_save_copies_follow_the_outer_rule():
+    from xlt.merge.layer_swap import layer_swap_adapters
+
+    def adapter(value):
+        config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 1, "lora_alpha": 1,
+                  "target_modules": ["q_proj"], "base_model_name_or_path": None}
+        tensors = {f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_{x}.weight": torch.full((1, 1), value)
+                   for i in range(2) for x in "AB"}
+        tensors["base_model.model.model.embed_tokens.modules_to_save.weight"] = torch.full((3, 1), value)
+        tensors["base_model.model.lm_head.modules_to_save.weight"] = torch.full((3, 1), value)
+        return config, tensors
+
+    out = layer_swap_adapters(adapter(1.0), adapter(2.0), bottom=1, top=0).adapter.tensors
+    assert torch.all(out["base_model.model.model.embed_tokens.modules_to_save.weight"] == 2.0)
+    assert torch.all(out["base_model.model.lm_head.modules_to_save.weight"] == 1.0)
+    out = layer_swap_adapters(adapter(1.0), adapter(2.0), bottom=1, top=0, outer="task").adapter.tensors
+    assert torch.all(out["base_model.model.model.embed_tokens.modules_to_save.weight"] == 1.0)
+    out = layer_swap_adapters(adapter(1.0), adapter(2.0), bottom=1, top=0, outer="language").adapter.tensors
+    assert torch.all(out["base_model.model.lm_head.modules_to_save.weight"] == 2.0)
