@@ -43,7 +43,7 @@ def _batch(tokenizer, prompts):
     return encoded, ids, mask
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gemma"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gemma", "mistral", "xglm", "bloom"])
 def test_lens_equals_manual_norm_and_head_on_hidden_states(arch, bpe_tokenizer):
     from xlt.analysis.lens import lens_log_probs
     from xlt.testing import tiny_model
