@@ -106,6 +106,7 @@ def test_command_with_prompts(tiny_model_dir, tmp_path, xlt_cli):
     assert "1 left out of the averages" in proc.stdout
     data = json.loads((out / "lens.json").read_text())
     assert data["layers"] == [1, 2, 3, 4] and data["n_prompts"] == 4 and data["n_averaged"] == 3
+    assert (data["model"], data["adapter"], data["task"]) == (str(model_dir), None, "prompts")
     assert (out / "lens.png").stat().st_size > 1000
     per = data["per_prompt"]
     assert [p["averaged"] for p in per] == [True, True, True, False]
