@@ -349,9 +349,9 @@ def layer_swap_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--bottom", type=int, required=True, help="blocks taken from the language expert at the bottom")
     parser.add_argument("--top", type=int, required=True, help="blocks taken from the language expert at the top")
     parser.add_argument("--transition", type=int, default=None,
-                        help="blocks blended on the task side of each seam (default: 1 with --blend, else 0)")
+                        help="blocks blended on the task side of each seam (None: 1 when --blend is given, else 0)")
     parser.add_argument("--blend", type=float, default=None,
-                        help="language expert's weight in the transition blocks (default 0.5 with --transition)")
+                        help="language expert's weight in the transition blocks (None: 0.5)")
     parser.add_argument("--outer", choices=OUTER_RULES, default="adjacent",
                         help="embeddings, final norm and head: adjacent = from the expert owning the first "
                              "(embeddings) and last (norm, head) block; or all from one expert")
