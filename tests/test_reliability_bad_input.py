@@ -117,6 +117,12 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("task-arithmetic-nan-lambda", "merge task-arithmetic --adapters {lora_a} {lora_b} --out {out} --lambda nan",
      ["lambda", "nan"]),
     ("task-arithmetic-lora-and-ia3", "merge task-arithmetic --adapters {lora_a} {ia3} --out {out}", ["ia3"]),
+    ("language-arithmetic-nan-lambda", "merge language-arithmetic --task {lora_a} --target-language {lora_b} "
+     "--source-language {lora_b} --lambda nan --out {out}", ["lambda", "nan"]),
+    ("layer-swap-zones-exceed-model", "merge layer-swap --task-expert {model} --language-expert {model} "
+     "--bottom 50 --top 1 --out {out}", ["--bottom 50", "exceed"]),
+    ("layer-swap-model-and-adapter", "merge layer-swap --task-expert {model} --language-expert {lora_a} "
+     "--bottom 1 --top 1 --out {out}", ["lora_a", "adapter"]),
     # --- eval
     ("icl-missing-test", "eval icl --model {model} --test {missing} --output {out}", ["does_not_exist"]),
     ("icl-negative-shots", "eval icl --model {model} --test {choice} --shots -1 --output {out}", ["--shots", ">= 0"]),
@@ -147,6 +153,10 @@ CASES: list[tuple[str, str, list[str]]] = [
      "--output_dir {out}", ["n_inputs", "-3"]),
     ("similarity-labels-count", "analyze similarity --model {model} --label a b --pairs {pairs} "
      "--output_dir {out}", ["--label"]),
+    ("lens-prompts-without-prompt", "analyze lens --model {model} --prompts {pairs} --out {out}",
+     ["field 'prompt'"]),
+    ("lens-zero-batch", "analyze lens --model {model} --prompts {pairs} --batch-size 0 --out {out}",
+     ["--batch-size", "0"]),
     ("lslo-export-missing", "lslo export --adapter {missing} --src qaa --tgt qab --out {out}", ["does_not_exist"]),
     ("lslo-export-not-lslo", "lslo export --adapter {lora_a} --src qaa --tgt qab --out {out}", ["lora_a"]),
     # --- demo

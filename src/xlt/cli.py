@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "linear": ("xlt.merge.cli:linear_command", "weighted sum of LoRA updates, exact"),
         "task-arithmetic": ("xlt.merge.cli:task_arithmetic_command",
                             "task arithmetic over LoRA updates, exact"),
+        "language-arithmetic": ("xlt.merge.cli:language_arithmetic_command",
+                                "task adapter + lambda * (target-language - source-language adapter), exact"),
+        "layer-swap": ("xlt.merge.cli:layer_swap_command",
+                       "a task expert with a language expert's bottom and top blocks (models or adapters)"),
     },
     "eval": {
         "icl": ("xlt.eval.cli:icl_command", "multilingual multiple-choice in-context evaluation"),
@@ -59,6 +63,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "analyze": {
         "similarity": ("xlt.analysis.cli:similarity_command",
                        "layer-wise hidden-state and gradient similarity of parallel inputs"),
+        "lens": ("xlt.analysis.cli:lens_command",
+                 "the logit lens at every layer: p(target), p(pivot translation), entropy"),
     },
     "lslo": {
         "export": ("xlt.lslo.cli:export_command",

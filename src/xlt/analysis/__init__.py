@@ -1,4 +1,8 @@
-"""Analysis of trained models: layer-wise hidden-state and gradient similarity of parallel inputs."""
+"""Analysis of trained models: layer-wise hidden-state and gradient similarity of parallel inputs,
+and the logit lens by layer."""
+
+from xlt.analysis.lens import (LensProbe, LensResult, final_norm_and_head, lens_log_probs, lens_metrics,
+                               probes_from_pairs, read_probes, run_lens)
 
 from xlt.analysis.similarity import (SimilarityResult, analyze_parallel, clone_embedding_similarity,
                                      gradient_cosine,
@@ -6,4 +10,6 @@ from xlt.analysis.similarity import (SimilarityResult, analyze_parallel, clone_e
                                      max_weight_matching, pack_parallel, pooled_cosine)
 
 __all__ = ["SimilarityResult", "analyze_parallel", "clone_embedding_similarity", "gradient_cosine", "hidden_similarity",
-           "layer_states", "linear_cka", "max_weight_matching", "pack_parallel", "pooled_cosine"]
+           "layer_states", "linear_cka", "max_weight_matching", "pack_parallel", "pooled_cosine",
+           "LensProbe", "LensResult", "final_norm_and_head", "lens_log_probs", "lens_metrics",
+           "probes_from_pairs", "read_probes", "run_lens"]

@@ -1,4 +1,5 @@
-"""``xlt analyze similarity``: layer-wise hidden-state and gradient similarity of parallel inputs."""
+"""``xlt analyze similarity`` (layer-wise hidden-state and gradient similarity of parallel inputs) and
+``xlt analyze lens`` (the logit lens by layer)."""
 
 from __future__ import annotations
 
@@ -201,3 +202,83 @@ def similarity_command(argv: list[str], prog: str) -> int:
 
 def _fmt(value: float) -> str:
     return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6f}"
+
+
+# --------------------------------------------------------------------------------------------
+# xlt analyze lens
+
+LENS_DESCRIPTION = """The logit lens at every layer (Wendler et al., 2024): each block's output decoded with the
+model's final norm and head at the position that predicts the next word; per layer the probability
+of the expected next token (p_target), of its pivot-language translation's first token (p_pivot)
+and the entropy. --pairs: word pairs (ParallelPair records) with the pivot language on one side,
+turned into few-shot translation (--source-lang) or repetition prompts; --prompts: your own rows
+{"prompt", "target", "pivot"}. Writes lens.json and lens.png to --out."""
+
+
+def lens_command(argv: list[str], prog: str) -> int:
+    from xlt.config import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=LENS_DESCRIPTION)
+    parser.add_argument("--model", required=True, help="causal LM (directory or hub id)")
+    parser.add_argument("--adapter", default=None, help="PEFT adapter applied on top of --model")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pairs", help="ParallelPair records with the pivot language on one side")
+    source.add_argument("--prompts", help='rows {"prompt", "target", "pivot"} (jsonl, json, parquet)')
+    parser.add_argument("--pivot", default="en", help="--pairs: the pivot language code (default en)")
+    parser.add_argument("--target-lang", default=None,
+                        help="--pairs: the language whose next word is expected (default: the only non-pivot one)")
+    parser.add_argument("--source-lang", default=None,
+                        help="--pairs: translate from this language (default: repeat words of --target-lang)")
+    parser.add_argument("--shots", type=int, default=4, help="--pairs: few-shot examples per prompt")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N prompts only")
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16, float16, auto)")
+    parser.add_argument("--out", required=True, help="output directory (lens.json, lens.png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files")
+    args = parser.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    from xlt.analysis.lens import probes_from_pairs, read_probes, run_lens
+    from xlt.analysis.plots import plot_lens
+    from xlt.io import atomic_dir, check_output, summary_line, write_json
+    from xlt.models import load_model, load_tokenizer
+
+    for name, value, low in (("--shots", args.shots, 0), ("--limit", args.limit, 1),
+                             ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be >= {low}, got {value}")
+    if args.prompts and (args.source_lang or args.target_lang):
+        raise ConfigError("--source-lang and --target-lang apply to --pairs only")
+    check_output(args.out, args.overwrite)
+    if args.prompts:
+        probes = read_probes(args.prompts)
+    else:
+        from xlt.formats import read_parallel_pairs
+
+        probes = probes_from_pairs(read_parallel_pairs(args.pairs), pivot=args.pivot, target_lang=args.target_lang,
+                                   source_lang=args.source_lang, shots=args.shots)
+    probes = probes[:args.limit] if args.limit else probes
+    model = load_model(args.model, kind="causal", dtype=args.dtype, device=args.device, adapter=args.adapter,
+                       allow_pickle=args.allow_pickle).eval()
+    tokenizer = load_tokenizer(args.adapter or args.model)
+    with tqdm(total=len(probes), desc="lens", leave=False) as bar:
+        result = run_lens(model, tokenizer, probes, batch_size=args.batch_size, progress=bar.update)
+    result.extra.update(model=args.model, adapter=args.adapter,
+                        task=("prompts" if args.prompts else "translation" if args.source_lang else "repetition"),
+                        source=args.prompts or args.pairs, pivot_lang=None if args.prompts else args.pivot)
+    payload = result.to_dict()
+    summary = result.summary()
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        write_json(tmp / "lens.json", payload)
+        plot_lens(payload["layers"], summary, tmp / "lens.png",
+                  pivot_label=f"pivot ({args.pivot})" if not args.prompts else "pivot")
+    dropped = payload["n_prompts"] - payload["n_averaged"]
+    curve = " ".join(f"{t:.3g}/{p:.3g}" for t, p in zip(payload["p_target"], payload["p_pivot"]))
+    print(f"{payload['n_prompts']} prompts" + (f" ({dropped} left out of the averages: target and pivot "
+                                                f"share their first token)" if dropped else "")
+          + f"; p_target/p_pivot by layer 1..{payload['num_layers']}: {curve}")
+    print(summary_line(prog, "logit lens by layer (lens.json, lens.png)", args.out))
+    return 0

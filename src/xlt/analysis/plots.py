@@ -72,3 +72,33 @@ def plot_gradient_heatmap(types: Sequence[str], matrix: Sequence[Sequence[float]
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_lens(layers: Sequence[int], summary: Mapping[str, Mapping[str, Sequence[float]]], path: str | os.PathLike,
+              *, target_label: str = "target", pivot_label: str = "pivot",
+              title: str = "Logit lens: latent language by layer") -> None:
+    """Two panels: p_target and p_pivot by layer (left), entropy (right), each mean with its 95 % band.
+
+    ``summary``: metric -> ``{"mean", "low", "high"}`` per layer (see ``LensResult.summary``).
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    for ax, metrics in ((left, (("p_target", target_label), ("p_pivot", pivot_label))),
+                        (right, (("entropy", "entropy (nats)"),))):
+        for key, label in metrics:
+            values = summary[key]
+            line, = ax.plot(layers, values["mean"], marker="o", markersize=3, label=label)
+            ax.fill_between(layers, values["low"], values["high"], color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set_ylabel("probability")
+    left.set_ylim(bottom=0)
+    right.set_ylabel("entropy (nats)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""``xlt merge adamergex|linear|task-arithmetic`` and ``xlt data reference-lm``.
+"""``xlt merge adamergex|linear|task-arithmetic|language-arithmetic|layer-swap`` and ``xlt data reference-lm``.
 
 The commands read adapter directories and data files, call :mod:`xlt.merge`, print a summary
 and write the result atomically (the output path is checked before any work).
@@ -299,6 +299,96 @@ def task_arithmetic_command(argv: list[str], prog: str) -> int:
     if not math.isfinite(args.scale):
         raise ConfigError(f"--lambda must be finite, got {args.scale}")
     return _run_many(args, task_arithmetic, scale=args.scale)
+
+
+# --------------------------------------------------------------------------------------------
+# xlt merge language-arithmetic
+
+
+def language_arithmetic_command(argv: list[str], prog: str) -> int:
+    from xlt.merge.adapters import read_adapter
+    from xlt.merge.methods import language_arithmetic
+
+    parser = ArgumentParser(prog=prog, description=(
+        "Language arithmetic (Chronopoulou et al., 2023): task adapter + lambda * (target-language "
+        "adapter - source-language adapter), exact on LoRA updates (rank r1 + r2 + r3, or --rank)."))
+    parser.add_argument("--task", required=True, help="task adapter trained in the source language")
+    parser.add_argument("--target-language", required=True, help="language adapter, target language")
+    parser.add_argument("--source-language", required=True, help="language adapter, source language")
+    parser.add_argument("--lambda", dest="lam", type=float, default=1.0,
+                        help="weight of the language difference (default 1)")
+    _common_merge_options(parser)
+    args = parser.parse_args(argv)
+    if not math.isfinite(args.lam):
+        raise ConfigError(f"--lambda must be finite, got {args.lam}")
+    _check_rank(args.rank)
+    dtype = _parse_dtype(args.dtype)
+    check_output(args.out, args.overwrite)
+    states = [read_adapter(getattr(args, name), allow_pickle=args.allow_pickle)
+              for name in ("task", "target_language", "source_language")]
+    result = language_arithmetic(*states, args.lam, rank=args.rank, dtype=dtype,
+                                 allow_base_mismatch=args.allow_base_mismatch)
+    _print_summary(result)
+    _write_result(args, result, states)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# xlt merge layer-swap
+
+
+def layer_swap_command(argv: list[str], prog: str) -> int:
+    from xlt.merge.layer_swap import OUTER_RULES, layer_swap_directories
+
+    parser = ArgumentParser(prog=prog, description=(
+        "Layer swapping (Bandarkar et al., ICLR 2025): the task expert's blocks, except the bottom "
+        "--bottom and top --top blocks, which come from the language expert (both fine-tuned from "
+        "one base). Two model directories give a model directory, two adapters an adapter."))
+    parser.add_argument("--task-expert", required=True, help="task expert (model or adapter directory)")
+    parser.add_argument("--language-expert", required=True, help="language expert (model or adapter directory)")
+    parser.add_argument("--bottom", type=int, required=True, help="blocks taken from the language expert at the bottom")
+    parser.add_argument("--top", type=int, required=True, help="blocks taken from the language expert at the top")
+    parser.add_argument("--transition", type=int, default=None,
+                        help="blocks blended on the task side of each seam (None: 1 when --blend is given, else 0)")
+    parser.add_argument("--blend", type=float, default=None,
+                        help="language expert's weight in the transition blocks (None: 0.5)")
+    parser.add_argument("--outer", choices=OUTER_RULES, default="adjacent",
+                        help="embeddings, final norm and head: adjacent = from the expert owning the first "
+                             "(embeddings) and last (norm, head) block; or all from one expert")
+    parser.add_argument("--num-layers", type=int, default=None,
+                        help="adapters: the base model's block count (default: from the adapters' tensors)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read adapter_model.bin pickle files (they can run code: trusted files only)")
+    parser.add_argument("--allow-base-mismatch", action="store_true",
+                        help="adapters: accept configs that name different base models")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = parser.parse_args(argv)
+    transition = args.transition if args.transition is not None else (1 if args.blend is not None else 0)
+    blend = args.blend if args.blend is not None else 0.5
+    if args.num_layers is not None and args.num_layers < 1:
+        raise ConfigError(f"--num-layers must be >= 1, got {args.num_layers}")
+    check_output(args.out, args.overwrite)
+    report = layer_swap_directories(args.task_expert, args.language_expert, args.out, bottom=args.bottom,
+                                    top=args.top, transition=transition, blend=blend, outer=args.outer,
+                                    num_layers=args.num_layers, overwrite=args.overwrite,
+                                    allow_pickle=args.allow_pickle,
+                                    allow_base_mismatch=args.allow_base_mismatch)
+    blocks = report["blocks"]
+    runs = []
+    for source in blocks:
+        if runs and runs[-1][0] == source:
+            runs[-1][1] += 1
+        else:
+            runs.append([source, 1])
+    print(f"layer swap over {report['num_layers']} blocks: "
+          + " | ".join(f"{n} x {source}" for source, n in runs)
+          + f"; outer tensors: {args.outer}")
+    if report.get("note"):
+        print(f"note: {report['note']}")
+    kind = "adapter" if report.get("peft_type") else "model"
+    print(summary_line(prog, f"wrote the layer-swapped {kind}", args.out))
+    return 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -100,3 +100,26 @@ def task_arithmetic(adapters: Sequence[Any], weights: Sequence[float] | None = N
 
 
 register_merge_method("adamergex")(adamergex)
+
+
+@register_merge_method("language_arithmetic")
+def language_arithmetic(task: Any, target_language: Any, source_language: Any, lam: float = 1.0, *,
+                        rank: int | None = None, dtype=None, allow_pickle: bool = False,
+                        allow_base_mismatch: bool = False) -> MergeResult:
+    """Language arithmetic (Chronopoulou et al., 2023): ``task + lam * (target_language - source_language)``.
+
+    ``task``: a task adapter trained in the source language; ``target_language`` /
+    ``source_language``: language adapters (e.g. causal LM on plain text) in the two languages.
+    LoRA: applied to each module's update, exactly, ``dW_task + lam (dW_tgt - dW_src)`` as one LoRA
+    of rank r1 + r2 + r3 (or ``rank`` by truncated SVD); (IA)^3: to the vectors,
+    ``l_task + lam (l_tgt - l_src)``. The same update as AdaMergeX's LoRA ``delta`` mode with
+    ``t = lam``.
+    """
+    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam):
+        raise ConfigError(f"lambda must be a finite number, got {lam!r}")
+    states = [as_adapter_state(x, source=role, allow_pickle=allow_pickle)
+              for x, role in ((task, "task"), (target_language, "target_language"),
+                              (source_language, "source_language"))]
+    result = _combine(states, [1.0, float(lam), -float(lam)], rank, dtype, allow_base_mismatch)
+    result.report.update(method="language_arithmetic", **{"lambda": float(lam)})
+    return result
