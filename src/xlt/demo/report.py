@@ -272,6 +272,11 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
             add(f"| {arm} | " + " | ".join(fmt(row[lang]["mean"], row[lang]["std"]) if lang in row else "—"
                                          for lang in langs_full) + " |")
         add("")
+        bars = {arm: {lang: {"accuracy": v["mean"], "accuracy_std": v["std"]} for lang, v in row.items()}
+                for arm, row in full_table.items()}
+        if _plot_transfer(out / "full_mid_align.png", bars, langs_full, "accuracy",
+                          "mid-align reproduction: polarity accuracy by arm (error bars: sd over runs)"):
+            add("![mid-align reproduction: accuracy per arm and language](full_mid_align.png)\n")
 
     add(f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); device {device}; "
         f"{'quick run' if settings.get('quick') else 'default run'}. Every number below was computed "
