@@ -74,3 +74,24 @@ def test_wrong_language_rate_counts_outputs_in_another_language():
     assert math.isnan(wrong_language_rate([], "de"))
     with pytest.raises(ConfigError, match="3 outputs but 2 expected languages"):
         wrong_language_rate(["a", "b", "c"], ["de", "en"])
+
+
+def test_without_the_package_auto_warns_once_and_on_is_an_error(monkeypatch, caplog):
+    import sys
+
+    import xlt.eval.language_id as language_id
+
+    monkeypatch.setitem(sys.modules, "py3langid.langid", None)  # import fails as if not installed
+    language_id._identifier.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="xlt"):
+            assert language_id.expected_labels(["deu_Latn", "eng_Latn"], "auto") == \
+                {"deu_Latn": None, "eng_Latn": None}
+        assert len(caplog.records) == 1 and "pip install 'xlt[eval]'" in caplog.records[0].message
+        with pytest.raises(ConfigError, match="needs the py3langid package"):
+            language_id.expected_labels(["deu_Latn"], "on")
+        assert language_id.expected_labels(["deu_Latn"], "off") == {"deu_Latn": None}
+        with pytest.raises(ConfigError, match="must be one of auto, on, off"):
+            language_id.expected_labels(["deu_Latn"], "yes")
+    finally:
+        language_id._identifier.cache_clear()
