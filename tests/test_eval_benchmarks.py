@@ -250,3 +250,13 @@ def test_icl_cli_belebele_and_sib200(tiny_llama_dir, tmp_path, xlt_cli):
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "eng_Latn.jsonl item 2: field 'correct_answer_num': belebele: answer number '0'" in proc.stderr
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_cli_reads_the_tasks_hub_dataset_by_default_and_says_so_offline(tmp_path, xlt_cli):
+    env = {"HF_DATASETS_CACHE": str(tmp_path / "hf-cache"), "HF_HOME": str(tmp_path / "hf-home"),
+           "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = xlt_cli("eval", "icl", "--model", tmp_path / "no-model", "--task", "sib200", "--languages", "eng_Latn",
+                   env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "sib200: cannot load Davlan/sib200 (eng_Latn, test)" in proc.stderr
+    assert "give a local JSON Lines or parquet file" in proc.stderr
