@@ -260,3 +260,39 @@ def test_cli_reads_the_tasks_hub_dataset_by_default_and_says_so_offline(tmp_path
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "sib200: cannot load Davlan/sib200 (eng_Latn, test)" in proc.stderr
     assert "give a local JSON Lines or parquet file" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["belebele", "sib200"])
+def test_loglikelihoods_equal_the_harness_on_its_own_task(task, tiny_llama_dir, tmp_path):
+    """The harness's own task file (its belebele template; AfroBench's SIB prompt 1) on the same
+    local rows: every per-choice log-likelihood within 1e-4 and the same accuracy."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from xlt.eval.icl import evaluate_icl
+    from xlt.eval.lm_eval_bridge import run_lm_eval
+    from xlt.eval.readers import belebele_items, dataset_rows, sib200_items
+    from xlt.eval.templates import load_template
+    from xlt.models import load_model, load_tokenizer
+
+    model, tokenizer = load_model(tiny_llama_dir, dtype="float32").eval(), load_tokenizer(tiny_llama_dir)
+    tasks_dir = Path(lm_eval.__file__).parent / "tasks"
+    rows = BELEBELE_ROWS if task == "belebele" else SIB_ROWS
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    include = (tasks_dir / "belebele" / "_default_template_yaml" if task == "belebele"
+               else tasks_dir / "afrobench" / "sib" / "prompt_1" / "sib_afr.yaml")
+    local = tmp_path / "tasks"
+    local.mkdir()
+    (local / "local.yaml").write_text(
+        f"include: {include}\ntask: xlt_local_{task}\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\nfewshot_split: test\n"
+        "validation_split: null\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n", encoding="utf-8")
+    harness = run_lm_eval(model, tokenizer, [f"xlt_local_{task}"], include_path=[str(local)], log_samples=True,
+                          batch_size=4)
+    items = (belebele_items if task == "belebele" else sib200_items)(dataset_rows(data))
+    table, results = evaluate_icl(model, tokenizer, template=load_template(task), test={"eng_Latn": items},
+                                  scoring="lm-eval", batch_size=4)
+    samples = sorted(harness["samples"][f"xlt_local_{task}"], key=lambda s: s["doc_id"])
+    assert len(samples) == len(results) == len(rows)
+    for sample, result in zip(samples, results):
+        assert result.loglikelihoods == pytest.approx([r[0][0] for r in sample["resps"]], abs=1e-4)
+    assert table["eng_Latn"]["acc"] == pytest.approx(harness["results"][f"xlt_local_{task}"]["acc,none"])
