@@ -53,6 +53,7 @@ def test_suite_scores_like_icl_writes_summaries_and_resumes(tiny_llama_dir, suit
     assert len(scored) == 4
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["limit"] == 3 and report["xlt_versions"]["torch"]
+    assert report["revision"] is None  # a local model has no hub commit
     assert report["tasks"]["belebele"]["prompts"]["eng_Latn"].startswith("P: {flores_passage}")
     # the same numbers as xlt eval icl's evaluation of the same items
     model, tokenizer = load_model(tiny_llama_dir, dtype="float32").eval(), load_tokenizer(tiny_llama_dir)
@@ -110,3 +111,13 @@ def test_suite_bad_input_fails_before_the_model(suite_data, tmp_path, capsys):
                  "--data", f"belebele={bad.parent}/{{lang}}.jsonl", "--out", str(tmp_path / "o")]) == 2
     assert "field 'correct_answer_num': belebele: answer number '9'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    # a template file is a task too, known by its 'task' name (here the data is read, then the
+    # missing model is reported)
+    from importlib import resources
+
+    mine = tmp_path / "my_topics.yaml"
+    mine.write_text(resources.files("xlt.eval").joinpath("templates", "sib200.yaml").read_text("utf-8")
+                    .replace("task: sib200", "task: topics"), encoding="utf-8")
+    assert main(["eval", "suite", "--model", str(missing_model), "--tasks", str(mine), "--languages", "eng_Latn",
+                 "--data", f"topics={suite_data}/sib/{{lang}}/test.parquet", "--out", str(tmp_path / "o")]) == 2
+    assert "no-model" in capsys.readouterr().err and not (tmp_path / "o").exists()

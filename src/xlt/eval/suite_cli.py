@@ -82,7 +82,13 @@ def suite_command(argv: list[str], prog: str) -> int:
     languages = _split_list(args.languages)
     for lang in languages:
         check_language(lang, field="--languages")
-    templates = {name: load_template(name) for name in task_names}
+    templates = {}
+    for name in task_names:  # a template file is known by its 'task' name from here on
+        template = load_template(name)
+        if template.task in templates:
+            raise ConfigError(f"--tasks: two templates named {template.task!r}")
+        templates[template.task] = template
+    task_names = list(templates)
     data = _mapping(args.data, "--data", task_names)
     dev_data = _mapping(args.dev, "--dev", task_names)
     for name, template in templates.items():
