@@ -82,11 +82,13 @@ def test_without_the_package_auto_warns_once_and_on_is_an_error(monkeypatch, cap
     import xlt.eval.language_id as language_id
 
     monkeypatch.setitem(sys.modules, "py3langid.langid", None)  # import fails as if not installed
+    monkeypatch.setattr(language_id, "_warned", set())
     language_id._identifier.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="xlt"):
             assert language_id.expected_labels(["deu_Latn", "eng_Latn"], "auto") == \
                 {"deu_Latn": None, "eng_Latn": None}
+            language_id.expected_labels(["fra_Latn"], "auto")  # warned once per process
         assert len(caplog.records) == 1 and "pip install 'xlt[eval]'" in caplog.records[0].message
         with pytest.raises(ConfigError, match="needs the py3langid package"):
             language_id.expected_labels(["deu_Latn"], "on")

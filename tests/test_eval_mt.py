@@ -204,8 +204,12 @@ def test_wrong_language_rate_per_direction(monkeypatch, caplog):
     # into German: one right, one left in English; into English: both right; qaa: unknown to the identifier
     outputs = {EN[0]: DE[0], EN[1]: EN[1], DE[0]: EN[0], DE[1]: EN[1]}
     _scripted_systems(monkeypatch, {**outputs})
+    import xlt.eval.language_id as language_id
+
+    monkeypatch.setattr(language_id, "_warned", set())
     with caplog.at_level("WARNING", logger="xlt"):
         result = evaluate(pairs, {"sys": "unused"}, progress=False)
+        evaluate(pairs, {"sys": "unused"}, progress=False)  # the same warning is not given twice
     directions = result.systems["sys"]["directions"]
     assert directions[("eng_Latn", "deu_Latn")]["wrong_language_rate"] == 0.5
     assert directions[("deu_Latn", "eng_Latn")]["wrong_language_rate"] == 0.0

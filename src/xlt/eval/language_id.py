@@ -121,6 +121,7 @@ def wrong_language_rate(outputs: Sequence[str], expected: str | Sequence[str], *
 
 
 WRONG_LANGUAGE_MODES = ("auto", "on", "off")
+_warned: set[str] = set()  # the warnings already given (one per message and process)
 
 
 def expected_labels(languages, mode: str = "auto") -> dict[str, str | None]:
@@ -128,7 +129,8 @@ def expected_labels(languages, mode: str = "auto") -> dict[str, str | None]:
 
     ``mode``: ``on`` computes the rate for every language, a language the identifier lacks (or a
     missing package) being a :class:`ConfigError`; ``auto`` computes it where it can and logs one
-    warning naming the languages left out (or the missing package); ``off`` computes none.
+    warning naming the languages left out (or the missing package), once per process; ``off``
+    computes none.
     """
     import logging
 
@@ -139,11 +141,15 @@ def expected_labels(languages, mode: str = "auto") -> dict[str, str | None]:
         return {lang: None for lang in languages}
     if mode == "on":
         return {lang: identifier_label(lang) for lang in languages}
-    logger = logging.getLogger("xlt")
+    def warn_once(message: str) -> None:
+        if message not in _warned:
+            _warned.add(message)
+            logging.getLogger("xlt").warning(message)
+
     try:
         _identifier()
     except ConfigError as exc:
-        logger.warning("xlt: no wrong-language rate: %s", exc)
+        warn_once(f"xlt: no wrong-language rate: {exc}")
         return {lang: None for lang in languages}
     out: dict[str, str | None] = {}
     for lang in languages:
@@ -153,6 +159,6 @@ def expected_labels(languages, mode: str = "auto") -> dict[str, str | None]:
             out[lang] = None
     missing = [lang for lang, label in out.items() if label is None]
     if missing:
-        logger.warning("xlt: no wrong-language rate for %s: the language identifier (%s) does not know %s",
-                       ", ".join(missing), PACKAGE, "it" if len(missing) == 1 else "them")
+        warn_once(f"xlt: no wrong-language rate for {', '.join(missing)}: the language identifier ({PACKAGE}) "
+                  f"does not know {'it' if len(missing) == 1 else 'them'}")
     return out
