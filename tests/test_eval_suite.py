@@ -121,3 +121,31 @@ def test_suite_bad_input_fails_before_the_model(suite_data, tmp_path, capsys):
     assert main(["eval", "suite", "--model", str(missing_model), "--tasks", str(mine), "--languages", "eng_Latn",
                  "--data", f"topics={suite_data}/sib/{{lang}}/test.parquet", "--out", str(tmp_path / "o")]) == 2
     assert "no-model" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_suite_bits_per_byte(tiny_llama_dir, tmp_path, capsys):
+    """--corpus: the language's bits per byte, as xlt.eval.ppl computes it on the same text."""
+    from _pretrain_helpers import write_corpus
+
+    from xlt.cli import main
+    from xlt.eval.ppl import sliding_window_perplexity, token_stream
+    from xlt.models import load_model, load_tokenizer
+
+    corpus = write_corpus(tmp_path / "en.txt", 12, seed=2)
+    out = tmp_path / "ppl-suite"
+    argv = ["eval", "suite", "--model", str(tiny_llama_dir), "--languages", "en", "--corpus", f"en={corpus}",
+            "--context", "16", "--last-n", "8", "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "results.json").read_text())
+    model, tokenizer = load_model(tiny_llama_dir, dtype="float32").eval(), load_tokenizer(tiny_llama_dir)
+    ids, token_bytes = token_stream(corpus.read_text().splitlines(), tokenizer, with_bytes=True)
+    want = sliding_window_perplexity(model, ids, context=16, last_n=8, token_bytes=token_bytes)
+    got = report["results"]["ppl"]["en"]
+    assert got["bits_per_byte"] == pytest.approx(want["bits_per_byte"], rel=1e-6)
+    assert got["n_bytes"] == want["n_bytes"] and report["tasks"]["ppl"]["context"] == 16
+    assert f"| ppl | {got['bits_per_byte']:.3f} | {got['bits_per_byte']:.3f} |" in (out / "results.md").read_text()
+    assert not (out / "heatmap.png").exists()  # no accuracy to draw
+    capsys.readouterr()
+    assert main([("32" if arg == "16" else arg) for arg in argv]) == 2  # another --context
+    assert "ppl.en.json: computed with other settings (context)" in capsys.readouterr().err

@@ -4,8 +4,10 @@
 settings already finished, and calls :func:`evaluate_suite`, which scores each remaining pair with
 :func:`xlt.eval.icl.evaluate_icl` (the batched, shared-prefix scorer) and hands each result to a
 callback as soon as it is known (the command writes it to disk there, which makes a killed run
-resumable). :func:`suite_markdown` and :func:`plot_suite_heatmap` turn the results,
-``{task: {language: {metric: value}}}``, into a table and a task x language heat map.
+resumable). A :class:`PerplexityUnit` adds a language's bits per byte on a text (the task
+``ppl``; :func:`xlt.eval.ppl.sliding_window_perplexity`). :func:`suite_markdown` and
+:func:`plot_suite_heatmap` turn the results, ``{task: {language: {metric: value}}}``, into a
+table and a task x language heat map.
 """
 
 from __future__ import annotations
@@ -30,7 +32,29 @@ class SuiteUnit:
     scoring: str = "lm-eval"
 
 
-def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit], *, shots: int = 0, seed: int = 0,
+@dataclass
+class PerplexityUnit:
+    """One language's text (one document per line), scored in bits per byte with the sliding
+    window of ``context`` tokens read and the last ``last_n`` scored (see :mod:`xlt.eval.ppl`)."""
+
+    language: str
+    texts: list[str]
+    context: int = 512
+    last_n: int = 128
+    task: str = "ppl"
+
+
+def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: int = 8) -> dict[str, Any]:
+    """``{"bits_per_byte", "ppl", "n_bytes", "n_tokens"}`` of ``unit``'s text."""
+    from xlt.eval.ppl import sliding_window_perplexity, token_stream
+
+    ids, token_bytes = token_stream(unit.texts, tokenizer, with_bytes=True)
+    out = sliding_window_perplexity(model, ids, context=unit.context, last_n=unit.last_n, batch_size=batch_size,
+                                    token_bytes=token_bytes)
+    return {key: out[key] for key in ("bits_per_byte", "ppl", "n_bytes", "n_tokens")}
+
+
+def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit], *, shots: int = 0, seed: int = 0,
                    batch_size: int = 16, share_prefix: bool = True,
                    on_result: Callable[[SuiteUnit, dict[str, Any]], None] | None = None,
                    progress: bool = False) -> Results:
@@ -45,6 +69,12 @@ def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit], *, shots: int =
     bar = tqdm(units, desc="suite", unit="task", file=sys.stderr, disable=None if progress else True, leave=False)
     for unit in bar:
         bar.set_postfix_str(f"{unit.task} {unit.language}")
+        if isinstance(unit, PerplexityUnit):
+            metrics = perplexity_metrics(model, tokenizer, unit, batch_size=batch_size)
+            results.setdefault(unit.task, {})[unit.language] = metrics
+            if on_result is not None:
+                on_result(unit, metrics)
+            continue
         dev = {unit.language: unit.dev} if shots and unit.dev is not None else None
         table, _ = evaluate_icl(model, tokenizer, template=unit.template, test={unit.language: unit.test},
                                 dev=dev, shots=shots, seed=seed, scoring=unit.scoring, batch_size=batch_size,
@@ -61,28 +91,34 @@ def _languages(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(lang for per_task in results.values() for lang in per_task))
 
 
-def suite_markdown(results: Results, metric: str = "acc") -> str:
-    """A markdown table: one row per task, one column per language, then the row's mean; values in
-    percent (``–`` where a task has no result for a language)."""
+def suite_markdown(results: Results, metric: str = "acc", *, percent: bool = True) -> str:
+    """A markdown table of the tasks that report ``metric``: one row per task, one column per
+    language, then the row's mean; values in percent (``percent``, one decimal) or as they are
+    (three decimals); ``–`` where a task has no result for a language."""
+    results = {task: per for task, per in results.items() if any(metric in m for m in per.values())}
     languages = _languages(results)
+
+    def cell(value):
+        return "–" if value is None else (f"{100 * value:.1f}" if percent else f"{value:.3f}")
+
     lines = ["| task | " + " | ".join(languages) + " | mean |", "|---|" + "---:|" * (len(languages) + 1)]
     for task, per_language in results.items():
         values = [per_language.get(lang, {}).get(metric) for lang in languages]
         known = [v for v in values if v is not None]
-        cells = ["–" if v is None else f"{100 * v:.1f}" for v in values]
-        mean = f"{100 * sum(known) / len(known):.1f}" if known else "–"
-        lines.append(f"| {task} | " + " | ".join(cells) + f" | {mean} |")
+        mean = cell(sum(known) / len(known)) if known else "–"
+        lines.append(f"| {task} | " + " | ".join(cell(v) for v in values) + f" | {mean} |")
     return "\n".join(lines)
 
 
 def plot_suite_heatmap(results: Results, metric: str = "acc", *, title: str = ""):
-    """A matplotlib figure: tasks (rows) x languages (columns), ``metric`` in percent."""
+    """A matplotlib figure: the tasks that report ``metric`` (rows) x languages (columns), in percent."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    results = {task: per for task, per in results.items() if any(metric in m for m in per.values())}
     tasks, languages = list(results), _languages(results)
     grid = np.full((len(tasks), len(languages)), np.nan)
     for i, task in enumerate(tasks):
