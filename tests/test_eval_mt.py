@@ -169,3 +169,97 @@ def test_generation_length_limit_is_fairseqs_by_default(tiny_translation_model, 
     translate_many(model, tokenizer, items, num_beams=1, batch_size=8, **options)
     width = max(len(encode_texts(tokenizer, [text], src, 256)[0]) for text, src, _ in items)
     assert seen == [(width, limit(width))]
+
+
+# --------------------------------------------------------------------------------------------
+# Wrong-language rate beside the scores
+
+EN = ["The children walked to school together because it was raining.", "My brother bought a new car yesterday."]
+DE = ["Die Kinder gingen zusammen zur Schule, weil es regnete.", "Mein Bruder hat gestern ein neues Auto gekauft."]
+
+
+def _scripted_systems(monkeypatch, outputs):
+    """Systems that 'translate' by a script: each source text -> a fixed hypothesis."""
+    import xlt.eval.mt as mt
+
+    loaded = []
+
+    def load_system(path, **kwargs):
+        loaded.append(path)
+        return None, None, None, None
+
+    monkeypatch.setattr(mt, "_load_system", load_system)
+    monkeypatch.setattr(mt, "translate_many", lambda model, tok, items, **kw: [outputs[text] for text, _, _ in items])
+    return loaded
+
+
+def test_wrong_language_rate_per_direction(monkeypatch, caplog):
+    pytest.importorskip("py3langid")
+    from xlt.eval.mt import evaluate
+    from xlt.formats import ParallelPair
+
+    pairs = [ParallelPair("eng_Latn", "deu_Latn", EN[0], DE[0]), ParallelPair("eng_Latn", "deu_Latn", EN[1], DE[1]),
+             ParallelPair("deu_Latn", "eng_Latn", DE[0], EN[0]), ParallelPair("deu_Latn", "eng_Latn", DE[1], EN[1]),
+             ParallelPair("eng_Latn", "qaa", EN[0], "zo ba ke")]
+    # into German: one right, one left in English; into English: both right; qaa: unknown to the identifier
+    outputs = {EN[0]: DE[0], EN[1]: EN[1], DE[0]: EN[0], DE[1]: EN[1]}
+    _scripted_systems(monkeypatch, {**outputs})
+    import xlt.eval.language_id as language_id
+
+    monkeypatch.setattr(language_id, "_warned", set())
+    with caplog.at_level("WARNING", logger="xlt"):
+        result = evaluate(pairs, {"sys": "unused"}, progress=False)
+        evaluate(pairs, {"sys": "unused"}, progress=False)  # the same warning is not given twice
+    directions = result.systems["sys"]["directions"]
+    assert directions[("eng_Latn", "deu_Latn")]["wrong_language_rate"] == 0.5
+    assert directions[("deu_Latn", "eng_Latn")]["wrong_language_rate"] == 0.0
+    assert directions[("eng_Latn", "qaa")]["wrong_language_rate"] is None
+    assert [r.get("hyp_lang") for r in result.hypotheses["sys"]] == ["de", "en", "en", "en", None]
+    assert [r.message for r in caplog.records] == [
+        "xlt: no wrong-language rate for qaa: the language identifier (py3langid) does not know it"]
+    off = evaluate(pairs, {"sys": "unused"}, progress=False, wrong_language="off")
+    assert all(v["wrong_language_rate"] is None for v in off.systems["sys"]["directions"].values())
+
+
+def test_wrong_language_on_refuses_an_unknown_target_before_loading(monkeypatch):
+    pytest.importorskip("py3langid")
+    from xlt.errors import ConfigError
+    from xlt.eval.mt import evaluate
+    from xlt.formats import ParallelPair
+
+    loaded = _scripted_systems(monkeypatch, {EN[0]: "zo ba ke"})
+    with pytest.raises(ConfigError, match="language 'qaa': the language identifier"):
+        evaluate([ParallelPair("eng_Latn", "qaa", EN[0], "zo ba ke")], {"sys": "unused"}, progress=False,
+                 wrong_language="on")
+    assert loaded == []
+
+
+def test_cli_reports_the_wrong_language_rate(xlt_cli, tmp_path, tiny_translation_model):
+    """The rates in mt_scores.json are those py3langid itself gives the written hypotheses."""
+    pytest.importorskip("py3langid")
+    import json
+
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from xlt.formats import ParallelPair, write_jsonl
+
+    model, tokenizer = tiny_translation_model
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    data = write_jsonl(tmp_path / "test.jsonl", [ParallelPair("eng_Latn", "deu_Latn", e, d) for e, d in zip(EN, DE)]
+                       + [ParallelPair("deu_Latn", "eng_Latn", d, e) for e, d in zip(EN, DE)])
+    out = tmp_path / "out"
+    result = xlt_cli("eval", "mt", "--data", data, "--model", tmp_path / "m", "--num-beams", "1",
+                     "--max-new-tokens", "8", "--wrong-language", "on", "--out", out, "--device", "cpu",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "wrong-language rate, %" in result.stdout
+    scores = json.loads((out / "mt_scores.json").read_text())
+    hyps = [json.loads(line) for line in (out / "hypotheses.m.jsonl").read_text().splitlines()]
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
+    for direction, want in (("eng_Latn-deu_Latn", "de"), ("deu_Latn-eng_Latn", "en")):
+        rows = [h for h in hyps if f"{h['src_lang']}-{h['tgt_lang']}" == direction]
+        wrong = [not h["hyp"].strip() or identifier.classify(h["hyp"])[0] != want for h in rows]
+        assert scores["systems"]["m"]["directions"][direction]["wrong_language_rate"] == sum(wrong) / len(rows)
+    assert "wrong_language_rate" in scores["systems"]["m"]["averages"]
+    assert scores["xlt_versions"]["py3langid"] is not None

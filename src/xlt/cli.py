@@ -59,6 +59,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "lm-eval": ("xlt.eval.cli:lm_eval_command", "run lm-evaluation-harness on a loaded model"),
         "mt": ("xlt.eval.mt_cli:mt_command", "translate every direction and score BLEU / chrF"),
         "ppl": ("xlt.eval.ppl_cli:ppl_command", "per-language perplexity with a sliding window"),
+        "suite": ("xlt.eval.suite_cli:suite_command",
+                  "several multiple-choice tasks x languages: results.json, a table, a heat map"),
     },
     "analyze": {
         "similarity": ("xlt.analysis.cli:similarity_command",

@@ -7,6 +7,7 @@ Public API (imported lazily, so ``import xlt.eval`` stays light):
 * :func:`load_template` — a shipped or YAML prompt template (:mod:`xlt.eval.templates`)
 * :func:`run_lm_eval` — lm-evaluation-harness on an in-memory model (:mod:`xlt.eval.lm_eval_bridge`)
 * :func:`xlt.eval.mt.evaluate` — what ``xlt eval mt`` runs: every direction, BLEU / chrF per system
+* :func:`wrong_language_rate` — share of outputs not in the expected language (:mod:`xlt.eval.language_id`)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _EXPORTS = {
     "encode_lm_eval": "xlt.eval.scoring",
     "afp_sequence_scores": "xlt.eval.scoring",
     "run_lm_eval": "xlt.eval.lm_eval_bridge",
+    "wrong_language_rate": "xlt.eval.language_id",
+    "identify_languages": "xlt.eval.language_id",
 }
 
 __all__ = sorted(_EXPORTS)

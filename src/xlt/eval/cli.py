@@ -19,10 +19,12 @@ from xlt.provenance import VERSIONS_KEY, package_versions
 
 ICL_DESCRIPTION = """\
 Multiple-choice in-context evaluation of a causal LM in several languages. --task is a built-in
-template (pawsx, xnli, xcopa, xstorycloze, xwinograd), a template YAML file, or 'choice' for
-MultipleChoiceItem JSON Lines. --test/--dev are file paths, '{lang}' standing for each of
---languages (e.g. 'x-final/{lang}/test_2k.tsv'). Scoring 'afp' sums log2 p over the whole text
-(the AFP reference); 'lm-eval' scores the continuation as lm-evaluation-harness (acc, acc_norm)."""
+template (pawsx, xnli, xcopa, xstorycloze, xwinograd, belebele, sib200), a template YAML file, or
+'choice' for MultipleChoiceItem JSON Lines. --test/--dev are file paths, '{lang}' standing for
+each of --languages (e.g. 'x-final/{lang}/test_2k.tsv'), or 'hf:DATASET' for a hub dataset whose
+configs are the languages (belebele and sib200 default to theirs). Scoring 'afp' sums log2 p over
+the whole text (the AFP reference); 'lm-eval' scores the continuation as lm-evaluation-harness
+(acc, acc_norm)."""
 
 
 def _model_arguments(parser: ArgumentParser) -> None:
@@ -103,13 +105,55 @@ def _group(items, lang_of, languages: list[str] | None, source: str) -> dict[str
     return grouped
 
 
-def read_eval_split(pattern: str, template, languages: list[str] | None) -> dict[str, list]:
-    """Items per language from ``pattern`` (template RawItems, or MultipleChoiceItems)."""
+HUB_PREFIX = "hf:"
+
+
+def read_hub_split(source: str, template, languages: list[str] | None, *, dev: bool = False,
+                   cache_dir: str | None = None) -> dict[str, list]:
+    """Items per language of a hub dataset (``hf:ID``) whose configs are the languages; the split
+    is the template's ``dataset.split`` (``dev_split`` for demonstrations)."""
+    from xlt.eval.readers import ROW_READERS, hub_rows
+
+    dataset_id = source[len(HUB_PREFIX):]
+    if template is None or template.reader not in ROW_READERS:
+        raise ConfigError(f"{source}: hub datasets are read for the tasks {', '.join(ROW_READERS)}; "
+                          "give a file for this one")
+    if not languages:
+        raise ConfigError(f"{source}: name the languages (its configs) with --languages")
+    spec = template.dataset or {}
+    split = spec.get("dev_split") if dev else spec.get("split", "test")
+    if split is None:
+        raise ConfigError(f"{template.task}: {dataset_id} has no split for demonstrations; give --dev FILE")
+    out = {}
+    for lang in languages:
+        items = ROW_READERS[template.reader](hub_rows(dataset_id, lang, split, task=template.task,
+                                                      cache_dir=cache_dir), template.task)
+        if not items:
+            raise DataError(f"{template.task}: {dataset_id} ({lang}, {split}) has no items")
+        for item in items:
+            item.lang = lang
+        out[lang] = items
+    return out
+
+
+def default_source(template, *, dev: bool = False) -> str | None:
+    """``hf:ID`` of the template's hub dataset, where it has one (and a dev split, for ``dev``)."""
+    spec = getattr(template, "dataset", None)
+    if not spec or (dev and not spec.get("dev_split")):
+        return None
+    return HUB_PREFIX + spec["path"]
+
+
+def read_eval_split(pattern: str, template, languages: list[str] | None, *, dev: bool = False) -> dict[str, list]:
+    """Items per language from ``pattern`` (template RawItems, or MultipleChoiceItems); an
+    ``hf:ID`` pattern reads a hub dataset (:func:`read_hub_split`)."""
     from xlt.formats import check_language, read_multiple_choice
 
     if languages:
         for lang in languages:
             check_language(lang, field="--languages")
+    if pattern.startswith(HUB_PREFIX):
+        return read_hub_split(pattern, template, languages, dev=dev)
     out: dict[str, list] = {}
     for lang, path in _expand(pattern, languages):
         if template is None:
@@ -144,8 +188,11 @@ def build_icl_parser(prog: str) -> ArgumentParser:
     _model_arguments(parser)
     parser.add_argument("--task", default="choice",
                         help="pawsx, xnli, xcopa, xstorycloze, xwinograd, a template YAML file, or choice")
-    parser.add_argument("--test", required=True, help="test file (pattern with {lang})")
-    parser.add_argument("--dev", default=None, help="dev file for demonstrations (pattern with {lang})")
+    parser.add_argument("--test", default=None,
+                        help="test file (pattern with {lang}) or hf:DATASET (default: the task's hub dataset)")
+    parser.add_argument("--dev", default=None,
+                        help="dev file for demonstrations (pattern with {lang}) or hf:DATASET "
+                             "(default: the task's hub dataset, where it has a dev split)")
     parser.add_argument("--languages", nargs="+", default=None, help="languages to evaluate")
     parser.add_argument("--prompt-language", default=None,
                         help="template and demonstrations in this language for every test language "
@@ -204,16 +251,22 @@ def icl_command(argv: list[str], prog: str) -> int:
         raise ConfigError("--shots must be >= 0")
     _check_outputs([args.output, args.log_samples], args.overwrite)
     template = None if args.task == "choice" else load_template(args.task)
-    scoring = args.scoring or ("lm-eval" if template is None else "afp")
+    scoring = args.scoring or ("lm-eval" if template is None else template.scoring)
+    if args.test is None:
+        args.test = default_source(template) if template is not None else None
+        if args.test is None:
+            raise ConfigError("--test is needed (this task has no hub dataset)")
     test = read_eval_split(args.test, template, args.languages)
     if args.limit is not None:
         test = {lang: items[:args.limit] for lang, items in test.items()}
     dev = None
     if any(args.shots):
         if args.dev is None:
+            args.dev = default_source(template, dev=True) if template is not None else None
+        if args.dev is None:
             raise ConfigError("--shots > 0 needs --dev (demonstrations come from the dev split)")
         dev_languages = [args.prompt_language] if args.prompt_language else list(test)
-        dev = read_eval_split(args.dev, template, dev_languages)
+        dev = read_eval_split(args.dev, template, dev_languages, dev=True)
     if template is not None:  # unknown prompt languages fail before the model loads
         for lang in test:
             template.prompt_for(args.prompt_language or lang)

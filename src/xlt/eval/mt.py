@@ -13,7 +13,8 @@ BLEU on SentencePiece pieces, only when a SentencePiece model file is given (sac
 download the FLORES model, which is impossible offline). The FLORES-101 model
 (``sacrebleu_tokenizer_spm.model``, the reference's ``--tokenize spm``) and the FLORES-200
 model (``flores200sacrebleuspm``) are recognised by file name and signed as sacrebleu signs
-them.
+them. Beside them, the wrong-language rate (:mod:`xlt.eval.language_id`): the share of a
+direction's hypotheses not identified as its target language.
 """
 
 from __future__ import annotations
@@ -404,8 +405,9 @@ class MTEvaluation:
     """What :func:`evaluate` returns.
 
     ``systems``: name -> ``{"path": str, "lslo": bool, "directions": {(src, tgt): {metric: score,
-    ..., "n": pairs}}}``; ``hypotheses``: name -> one ``{src_lang, tgt_lang, src, ref, hyp}`` row
-    per pair; ``tiers``: language -> resource tier (given, else the first LSLo adapter's, else
+    ..., "wrong_language_rate": share in [0, 1] or None, "n": pairs}}}``; ``hypotheses``: name ->
+    one ``{src_lang, tgt_lang, src, ref, hyp}`` row per pair (plus ``hyp_lang``, the identifier's
+    label, where the rate is computed); ``tiers``: language -> resource tier (given, else the first LSLo adapter's, else
     empty); ``signatures``: sacrebleu signature of each metric.
     """
 
@@ -423,7 +425,7 @@ def evaluate(pairs: Sequence[Any], systems: Mapping[str, str | os.PathLike], *,
              metrics: dict[str, Any] | None = None, tiers: dict[str, str] | None = None,
              prompt: TranslationPrompt | None = None, base: str | None = None, tokenizer: str | None = None,
              device: str = "auto", dtype: str = "float32", allow_pickle: bool = False, progress: bool = True,
-             **generation: Any) -> MTEvaluation:
+             wrong_language: str = "auto", **generation: Any) -> MTEvaluation:
     """Translate every direction of ``pairs`` with each system and score each direction.
 
     ``pairs``: ParallelPair records (directions in order of first appearance); ``systems``: name
@@ -435,9 +437,15 @@ def evaluate(pairs: Sequence[Any], systems: Mapping[str, str | os.PathLike], *,
     ``prompt`` (default :class:`~xlt.translation.TranslationPrompt`). ``generation``: the
     options of :func:`translate_many` (``num_beams``, ``batch_size``, ``max_new_tokens``,
     ``max_len_a``, ``max_len_b``, ``max_source_length``). ``progress``: a progress bar on stderr per system.
+    ``wrong_language``: ``auto`` (the rate for every target language the identifier knows, one
+    warning naming the others), ``on`` (every target language, else a :class:`ConfigError` before
+    any model loads) or ``off``; see :func:`xlt.eval.language_id.expected_labels`.
     """
+    from xlt.eval.language_id import expected_labels, identify_languages, wrong_language_rate
+
     metrics = make_metrics() if metrics is None else metrics
     groups = group_directions(pairs)
+    target_labels = expected_labels([t for _, t in groups], wrong_language)
     results: dict[str, dict] = {}
     hypotheses: dict[str, list[dict]] = {}
     for name, path in systems.items():
@@ -458,9 +466,13 @@ def evaluate(pairs: Sequence[Any], systems: Mapping[str, str | os.PathLike], *,
             hyps = hyps_all[offset:offset + len(members)]
             offset += len(members)
             refs = [p.tgt for p in members]
-            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), n=len(members))
-            rows += [{"src_lang": src, "tgt_lang": tgt, "src": p.src, "ref": p.tgt, "hyp": h}
-                     for p, h in zip(members, hyps)]
+            label = target_labels[tgt]
+            identified = identify_languages(hyps) if label is not None else [None] * len(hyps)
+            rate = wrong_language_rate(hyps, tgt, identified=identified) if label is not None else None
+            per_direction[(src, tgt)] = dict(score(hyps, refs, metrics), wrong_language_rate=rate, n=len(members))
+            rows += [dict({"src_lang": src, "tgt_lang": tgt, "src": p.src, "ref": p.tgt, "hyp": h},
+                          **({"hyp_lang": got} if label is not None else {}))
+                     for p, h, got in zip(members, hyps, identified)]
         bar.close()
         results[name] = {"path": str(path), "lslo": lslo_config is not None, "directions": per_direction}
         hypotheses[name] = rows

@@ -67,6 +67,9 @@ def mt_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--spm-model", default=None, metavar="FILE",
                         help="SentencePiece model for spBLEU (e.g. FLORES-200's flores200sacrebleuspm "
                              "or FLORES-101's sacrebleu_tokenizer_spm.model); spBLEU is skipped without it")
+    parser.add_argument("--wrong-language", choices=("auto", "on", "off"), default="auto",
+                        help="share of hypotheses not identified as the target language (py3langid): "
+                             "auto = for the target languages the identifier knows, on = all (else an error)")
     parser.add_argument("--tiers", nargs="+", default=None, metavar="LANG=TIER",
                         help="resource tier per language (default: from the first LSLo adapter)")
     parser.add_argument("--metric", default=None,
@@ -128,7 +131,7 @@ def mt_command(argv: list[str], prog: str) -> int:
                           device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
                           num_beams=args.num_beams, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
-                          max_source_length=args.max_source_length)
+                          max_source_length=args.max_source_length, wrong_language=args.wrong_language)
     results, hypotheses, tiers = evaluation.systems, evaluation.hypotheses, evaluation.tiers
 
     for name, res in results.items():
@@ -143,6 +146,13 @@ def mt_command(argv: list[str], prog: str) -> int:
             print(format_comparison({n: {d: v[extra] for d, v in r["directions"].items()}
                                      for n, r in results.items()}, tiers, metric=extra))
 
+    rates = {n: {d: 100 * v["wrong_language_rate"] for d, v in r["directions"].items()
+                 if v["wrong_language_rate"] is not None} for n, r in results.items()}
+    for name, table in rates.items():
+        if table:
+            print()
+            print(format_direction_table(table, tiers, title=f"== {name}: wrong-language rate, % "
+                                                             "(rows: source, columns: target)"))
     sigs = evaluation.signatures
     print()
     for name, sig in sigs.items():
@@ -174,12 +184,17 @@ def _write_outputs(args, results, hypotheses, tiers, metrics, metric, sigs, tier
         doc = {"data": str(args.data), "metric": metric, "signatures": sigs, "tiers": tiers,
                "settings": {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens,
                             "max_len_a": args.max_len_a, "max_len_b": args.max_len_b,
-                            "chrf_word_order": args.chrf_word_order, "spm_model": args.spm_model},
-               "systems": {}, VERSIONS_KEY: package_versions(extra=("sacrebleu",))}
+                            "chrf_word_order": args.chrf_word_order, "spm_model": args.spm_model,
+                            "wrong_language": args.wrong_language},
+               "systems": {}, VERSIONS_KEY: package_versions(extra=("sacrebleu", "py3langid"))}
         for name, res in results.items():
             directions = {f"{s}-{t}": v for (s, t), v in res["directions"].items()}
             averages = {m: tier_averages({d: v[m] for d, v in res["directions"].items()}, tiers)
                         for m in metrics}
+            rates = {d: v["wrong_language_rate"] for d, v in res["directions"].items()
+                     if v["wrong_language_rate"] is not None}
+            if rates:
+                averages["wrong_language_rate"] = tier_averages(rates, tiers)
             doc["systems"][name] = {"path": res["path"], "lslo": res["lslo"], "directions": directions,
                                     "averages": averages}
             write_jsonl(tmp / f"hypotheses.{name}.jsonl", hypotheses[name])

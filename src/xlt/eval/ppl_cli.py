@@ -12,7 +12,9 @@ DESCRIPTION = """Per-language token-level perplexity with a sliding window (--co
 only the last --last_n targets scored, windows --stride apart; the paper uses 512 / 128 / 128).
 A model trained by 'xlt pretrain' carries languages.json: every language is scored, clones on the
 same --corpus text mapped into their id block, a real second language on '--corpus L2=FILE'.
-Any other causal LM: each '--corpus NAME=FILE' (or FILE, named after its stem) is one language."""
+Any other causal LM: each '--corpus NAME=FILE' (or FILE, named after its stem) is one language.
+--unit byte also reports bits per byte (negative log2-likelihood of the scored tokens over the
+UTF-8 bytes of the text they stand for), comparable across tokenizers; needs a fast tokenizer."""
 
 
 def build_parser(prog: str):
@@ -30,6 +32,8 @@ def build_parser(prog: str):
     parser.add_argument("--stride", type=int, default=None, help="window shift (default: last_n)")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--max_tokens", type=int, default=None, help="cap on each language's stream")
+    parser.add_argument("--unit", choices=("token", "byte"), default="token",
+                        help="token: perplexity per token; byte: also bits per byte (reported first)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="float32", help="model dtype")
     parser.add_argument("--output", default=None, help="JSON file for the results")
@@ -106,7 +110,9 @@ def ppl_command(argv: list[str], prog: str) -> int:
         tok_index = language_map.tokenizer_index(name) if language_map else 0
         # a second language written with the first tokenizer has no tokenizer_l2/ of its own
         tokenizer = tokenizers[tok_index] if tok_index < len(tokenizers) else tokenizers[0]
-        stream = token_stream(_read_lines(plan[name]), tokenizer, max_tokens=args.max_tokens)
+        stream = token_stream(_read_lines(plan[name]), tokenizer, max_tokens=args.max_tokens,
+                              with_bytes=args.unit == "byte")
+        stream, token_bytes = stream if args.unit == "byte" else (stream, None)
         ids = language_map.map_ids(stream, name) if language_map else stream
 
         def decode(target_ids, _name=name, _tok=tokenizer):
@@ -117,21 +123,26 @@ def ppl_command(argv: list[str], prog: str) -> int:
             return _tok.decode(original, skip_special_tokens=True)
 
         result = sliding_window_perplexity(model, ids, context=context, last_n=last_n, stride=args.stride,
-                                           batch_size=args.batch_size, decode=decode)
+                                           batch_size=args.batch_size, decode=decode,
+                                           token_bytes=token_bytes)
         result["corpus"] = str(plan[name])
         results[name] = result
+        if args.unit == "byte":
+            print(f"{name}: {result['bits_per_byte']:.4f} bits/byte ({result['n_bytes']} bytes scored)")
         print(f"{name}: ppl {result['ppl']:.3f}  ({result['n_tokens']} tokens scored in "
               f"{result['n_windows']} windows; {result.get('normalised_ppl', float('nan')):.4f} per char; "
               f"top-1 {result['top1']:.3f})")
     report = {"model": str(args.model), "context": context, "last_n": last_n,
-              "stride": args.stride or last_n, "languages": results, VERSIONS_KEY: package_versions()}
+              "stride": args.stride or last_n, "unit": args.unit, "languages": results, VERSIONS_KEY: package_versions()}
     if args.output:
         write_json(args.output, report, overwrite=True)
     else:
         print(json.dumps(report, indent=2, sort_keys=True))
     from xlt.io import summary_line
 
-    print(summary_line(prog, f"perplexity of {len(results)} language(s) ("
-                             + ", ".join(f"{name} {r['ppl']:.3f}" for name, r in results.items()) + ")",
-                       args.output))
+    if args.unit == "byte":
+        figures = ", ".join(f"{name} {r['bits_per_byte']:.4f} bits/byte" for name, r in results.items())
+    else:
+        figures = ", ".join(f"{name} {r['ppl']:.3f}" for name, r in results.items())
+    print(summary_line(prog, f"perplexity of {len(results)} language(s) ({figures})", args.output))
     return 0

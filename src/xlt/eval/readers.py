@@ -17,7 +17,15 @@ xstorycloze TSV with header (id, four sentences, two endings, answer 1/2); JSON 
 xwinograd  JSON Lines ``sentence_part1, sentence_part2, option1, option2, answer`` (the
            reference's split) or ``sentence`` with a ``_`` blank, ``option1, option2, answer``
 jsonl      any JSON Lines / JSON array: every key is a field, ``label_field`` is the label
+belebele   Belebele (``facebook/belebele``) rows: ``flores_passage, question, mc_answer1..4,
+           correct_answer_num`` (1-4), ``dialect`` (the language); JSON Lines, JSON or parquet
+sib200     SIB-200 (``Davlan/sib200``) rows: ``index_id, text, category`` (one of the 7
+           topics); JSON Lines, JSON or parquet
 ========== ==================================================================================
+
+The last two read their files through the ``datasets`` library (the ``json`` and ``parquet``
+builders), the same code that loads them from the hub (:func:`hub_rows`), and name the task in
+every error.
 """
 
 from __future__ import annotations
@@ -239,6 +247,130 @@ def make_jsonl_reader(label_field: str = "label") -> Callable[[Path], list[RawIt
     return read
 
 
+# --------------------------------------------------------------------------------------------
+# Datasets in a hub schema (Belebele, SIB-200): local files or the hub, through ``datasets``
+
+BELEBELE_FIELDS = ("flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4",
+                   "correct_answer_num")
+#: SIB-200's seven topics, in the order lm-evaluation-harness lists them
+SIB200_CATEGORIES = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
+SIB200_FIELDS = ("text", "category")
+
+
+def _quiet_datasets():
+    """A context manager that hides ``datasets``' progress bars and restores them after."""
+    import contextlib
+
+    import datasets
+    from datasets.utils import logging as ds_logging
+
+    @contextlib.contextmanager
+    def quiet():
+        was_disabled = datasets.are_progress_bars_disabled()
+        verbosity = ds_logging.get_verbosity()
+        datasets.disable_progress_bars()
+        ds_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            ds_logging.set_verbosity(verbosity)
+            if not was_disabled:
+                datasets.enable_progress_bars()
+
+    return quiet()
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__ or exc
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__
+
+
+def dataset_rows(path: Path, *, cache_dir: str | None = None) -> list[tuple[dict, dict]]:
+    """``(where, row)`` of a local JSON Lines / JSON / parquet file, read by ``datasets``.
+
+    ``where`` is ``{"path", "item"}`` (rows numbered from 1) for error messages.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such file" + (" (it is a directory)" if path.is_dir() else ""), path=path)
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bz2", ".xz")]
+    kind = "parquet" if suffixes and suffixes[-1] == ".parquet" else "json"
+    import datasets
+
+    with _quiet_datasets():
+        try:
+            table = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir)
+        except Exception as exc:  # datasets wraps every parse error in its own exception types
+            raise DataError(f"not a {'parquet' if kind == 'parquet' else 'JSON Lines'} file the datasets "
+                            f"library can read ({_reason(exc)})", path=path) from None
+    return [({"path": path, "item": k}, row) for k, row in enumerate(table, 1)]
+
+
+def hub_rows(dataset_id: str, config: str, split: str, *, task: str,
+             cache_dir: str | None = None) -> list[tuple[dict, dict]]:
+    """``(where, row)`` of ``load_dataset(dataset_id, config, split=split)`` (``config`` is the
+    language, as Belebele and SIB-200 name theirs); a language the dataset lacks, or a hub that
+    cannot be reached, is one :class:`DataError` naming the task, dataset and language."""
+    import datasets
+
+    source = f"{dataset_id} ({config}, {split})"
+    with _quiet_datasets():
+        try:
+            table = datasets.load_dataset(dataset_id, config, split=split, cache_dir=cache_dir)
+        except ValueError as exc:
+            message = _reason(exc)
+            if config in message or "config" in message.lower():
+                raise DataError(f"{task}: the dataset {dataset_id} has no language {config!r} ({message})") from None
+            raise DataError(f"{task}: cannot load {source}: {message}") from None
+        except Exception as exc:  # offline, not found, connection errors: their types vary by version
+            raise DataError(f"{task}: cannot load {source} ({type(exc).__name__}: {_reason(exc)}); "
+                            "offline, give a local JSON Lines or parquet file in the same schema") from None
+    return [({"path": source, "item": k}, row) for k, row in enumerate(table, 1)]
+
+
+def _require_task(row: dict, names: tuple[str, ...], where: dict, task: str) -> None:
+    for name in names:
+        if row.get(name) is None:
+            raise DataError(f"{task}: missing (expected fields {', '.join(names)})", field=name, **where)
+
+
+def belebele_items(rows: list[tuple[dict, dict]], task: str = "belebele") -> list[RawItem]:
+    """Belebele rows -> RawItems: the passage, the question (stripped, as the harness does), the
+    four answers; label: ``correct_answer_num`` as an integer 1-4; language: ``dialect``."""
+    items = []
+    for where, row in rows:
+        _require_task(row, BELEBELE_FIELDS, where, task)
+        answer = str(row["correct_answer_num"]).strip()
+        if answer not in ("1", "2", "3", "4"):
+            raise DataError(f"{task}: answer number {row['correct_answer_num']!r} is outside the options "
+                            "(expected 1, 2, 3 or 4)", field="correct_answer_num", **where)
+        fields = {name: str(row[name]) for name in BELEBELE_FIELDS[:-1]}
+        fields["question"] = fields["question"].strip()
+        items.append(RawItem(fields, int(answer), lang=row.get("dialect"), where=where))
+    return items
+
+
+def sib200_items(rows: list[tuple[dict, dict]], task: str = "sib200") -> list[RawItem]:
+    """SIB-200 rows -> RawItems: ``text``; label: ``category``, one of :data:`SIB200_CATEGORIES`."""
+    items = []
+    for where, row in rows:
+        _require_task(row, SIB200_FIELDS, where, task)
+        if row["category"] not in SIB200_CATEGORIES:
+            raise DataError(f"{task}: category {row['category']!r} is not one of the 7 topics "
+                            f"({', '.join(SIB200_CATEGORIES)})", field="category", **where)
+        items.append(RawItem({"text": str(row["text"]), "index_id": row.get("index_id")}, row["category"],
+                             where=where))
+    return items
+
+
+#: readers of rows already loaded (from the hub), by reader name
+ROW_READERS: dict[str, Callable[[list[tuple[dict, dict]]], list[RawItem]]] = {
+    "belebele": belebele_items,
+    "sib200": sib200_items,
+}
+
+
 def _is_json(path: Path) -> bool:
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     return bool(suffixes) and suffixes[-1] in (".jsonl", ".json", ".ndjson")
@@ -250,6 +382,8 @@ READERS: dict[str, Callable[[Path], list[RawItem]]] = {
     "xcopa": read_xcopa,
     "xstorycloze": read_xstorycloze,
     "xwinograd": read_xwinograd,
+    "belebele": lambda path: belebele_items(dataset_rows(path)),
+    "sib200": lambda path: sib200_items(dataset_rows(path)),
 }
 
 

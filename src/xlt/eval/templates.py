@@ -8,6 +8,10 @@ A template file (the five shipped ones live in ``xlt/eval/templates/``)::
     connector: "</s>"           # appended to every demonstration
     split: choice               # lm-eval rule: continuation starts at the choice ("choice")
                                 # or after it ("after_choice": partial scoring)
+    scoring: afp                # default scoring rule of 'xlt eval icl' (afp or lm-eval)
+    dataset:                    # optional: where the data lives on the hub (config = language)
+      path: facebook/belebele
+      split: test               # the test split; dev_split: the demonstrations' (optional)
     prompts:
       en:                       # prompt language ("default" serves any language)
         template: "{sentence1}, right? {choice}, {sentence2}"
@@ -39,10 +43,12 @@ READER_FIELDS: dict[str, set[str] | None] = {
     "xcopa": {"premise", "choice1", "choice2", "question"},
     "xstorycloze": {"s1", "s2", "s3", "s4", "ending1", "ending2"},
     "xwinograd": {"part1", "part2", "option1", "option2"},
+    "belebele": {"flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4"},
+    "sib200": {"text", "index_id"},
     "jsonl": None,
 }
 
-BUILTIN_TASKS = ("pawsx", "xnli", "xcopa", "xstorycloze", "xwinograd")
+BUILTIN_TASKS = ("pawsx", "xnli", "xcopa", "xstorycloze", "xwinograd", "belebele", "sib200")
 
 
 def _placeholders(text: str, where: str) -> list[str]:
@@ -85,6 +91,8 @@ class TaskTemplate:
     split: str = "choice"
     label_field: str = "label"
     source: str = "<template>"
+    scoring: str = "afp"
+    dataset: Mapping[str, str] | None = None  # {"path", "split", "dev_split"?}: hub location
 
     def prompt_for(self, lang: str) -> PromptFormat:
         if lang in self.prompts:
@@ -125,7 +133,8 @@ def parse_template(data: Mapping[str, Any], source: str) -> TaskTemplate:
     for key in ("reader", "labels", "prompts"):
         if key not in data:
             raise ConfigError(f"{source}: template has no {key!r}")
-    unknown = set(data) - {"task", "reader", "labels", "prompts", "connector", "split", "label_field"}
+    unknown = set(data) - {"task", "reader", "labels", "prompts", "connector", "split", "label_field",
+                           "scoring", "dataset"}
     if unknown:
         raise ConfigError(f"{source}: unknown template key(s) {', '.join(sorted(unknown))}")
     reader = str(data["reader"])
@@ -137,6 +146,15 @@ def parse_template(data: Mapping[str, Any], source: str) -> TaskTemplate:
     split = data.get("split", "choice")
     if split not in ("choice", "after_choice"):
         raise ConfigError(f"{source}: split must be 'choice' or 'after_choice', got {split!r}")
+    scoring = data.get("scoring", "afp")
+    if scoring not in ("afp", "lm-eval"):
+        raise ConfigError(f"{source}: scoring must be 'afp' or 'lm-eval', got {scoring!r}")
+    dataset = data.get("dataset")
+    if dataset is not None:
+        if not isinstance(dataset, Mapping) or not {"path", "split"} <= set(dataset) \
+                or set(dataset) - {"path", "split", "dev_split"}:
+            raise ConfigError(f"{source}: 'dataset' needs 'path' and 'split' (and optionally 'dev_split')")
+        dataset = {str(k): str(v) for k, v in dataset.items()}
     prompts_data = data["prompts"]
     if not isinstance(prompts_data, Mapping) or not prompts_data:
         raise ConfigError(f"{source}: 'prompts' must map prompt languages to formats")
@@ -183,11 +201,13 @@ def parse_template(data: Mapping[str, Any], source: str) -> TaskTemplate:
                                           tuple(str(c) for c in choices), derived)
     return TaskTemplate(task=str(data.get("task", Path(source).stem)), reader=reader, labels=tuple(labels),
                         prompts=prompts, connector=str(data.get("connector", "</s>")), split=split,
-                        label_field=str(data.get("label_field", "label")), source=source)
+                        label_field=str(data.get("label_field", "label")), source=source, scoring=scoring,
+                        dataset=dataset)
 
 
 def load_template(name_or_path: str) -> TaskTemplate:
-    """A shipped template by task name (pawsx, xnli, xcopa, xstorycloze, xwinograd) or a YAML file."""
+    """A shipped template by task name (pawsx, xnli, xcopa, xstorycloze, xwinograd, belebele,
+    sib200) or a YAML file."""
     import yaml
 
     path = Path(name_or_path)

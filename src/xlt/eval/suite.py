@@ -1,0 +1,141 @@
+"""An evaluation suite: many multiple-choice tasks x many languages in one call, one result each.
+
+``xlt eval suite`` reads the data, skips the (task, language) pairs an earlier run of the same
+settings already finished, and calls :func:`evaluate_suite`, which scores each remaining pair with
+:func:`xlt.eval.icl.evaluate_icl` (the batched, shared-prefix scorer) and hands each result to a
+callback as soon as it is known (the command writes it to disk there, which makes a killed run
+resumable). A :class:`PerplexityUnit` adds a language's bits per byte on a text (the task
+``ppl``; :func:`xlt.eval.ppl.sliding_window_perplexity`). :func:`suite_markdown` and
+:func:`plot_suite_heatmap` turn the results, ``{task: {language: {metric: value}}}``, into a
+table and a task x language heat map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from xlt.eval.icl import evaluate_icl
+
+Results = dict[str, dict[str, dict[str, Any]]]
+
+
+@dataclass
+class SuiteUnit:
+    """One (task, language) to score: its template, test items and demonstration pool."""
+
+    task: str
+    language: str
+    template: Any  # xlt.eval.templates.TaskTemplate
+    test: list
+    dev: list | None = None
+    scoring: str = "lm-eval"
+
+
+@dataclass
+class PerplexityUnit:
+    """One language's text (one document per line), scored in bits per byte with the sliding
+    window of ``context`` tokens read and the last ``last_n`` scored (see :mod:`xlt.eval.ppl`)."""
+
+    language: str
+    texts: list[str]
+    context: int = 512
+    last_n: int = 128
+    task: str = "ppl"
+
+
+def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: int = 8) -> dict[str, Any]:
+    """``{"bits_per_byte", "ppl", "n_bytes", "n_tokens"}`` of ``unit``'s text."""
+    from xlt.eval.ppl import sliding_window_perplexity, token_stream
+
+    ids, token_bytes = token_stream(unit.texts, tokenizer, with_bytes=True)
+    out = sliding_window_perplexity(model, ids, context=unit.context, last_n=unit.last_n, batch_size=batch_size,
+                                    token_bytes=token_bytes)
+    return {key: out[key] for key in ("bits_per_byte", "ppl", "n_bytes", "n_tokens")}
+
+
+def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit], *, shots: int = 0, seed: int = 0,
+                   batch_size: int = 16, share_prefix: bool = True,
+                   on_result: Callable[[SuiteUnit, dict[str, Any]], None] | None = None,
+                   progress: bool = False) -> Results:
+    """Score every unit with ``shots`` demonstrations drawn from its ``dev`` items with ``seed``
+    (the rule of :func:`xlt.eval.icl.select_demonstrations`). Returns ``{task: {language:
+    {"acc", "acc_norm" (lm-eval rule), "n"}}}``; ``on_result(unit, metrics)`` is called after each."""
+    import sys
+
+    from tqdm import tqdm
+
+    results: Results = {}
+    bar = tqdm(units, desc="suite", unit="task", file=sys.stderr, disable=None if progress else True, leave=False)
+    for unit in bar:
+        bar.set_postfix_str(f"{unit.task} {unit.language}")
+        if isinstance(unit, PerplexityUnit):
+            metrics = perplexity_metrics(model, tokenizer, unit, batch_size=batch_size)
+            results.setdefault(unit.task, {})[unit.language] = metrics
+            if on_result is not None:
+                on_result(unit, metrics)
+            continue
+        dev = {unit.language: unit.dev} if shots and unit.dev is not None else None
+        table, _ = evaluate_icl(model, tokenizer, template=unit.template, test={unit.language: unit.test},
+                                dev=dev, shots=shots, seed=seed, scoring=unit.scoring, batch_size=batch_size,
+                                share_prefix=share_prefix)
+        metrics = table[unit.language]
+        results.setdefault(unit.task, {})[unit.language] = metrics
+        if on_result is not None:
+            on_result(unit, metrics)
+    bar.close()
+    return results
+
+
+def _languages(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(lang for per_task in results.values() for lang in per_task))
+
+
+def suite_markdown(results: Results, metric: str = "acc", *, percent: bool = True) -> str:
+    """A markdown table of the tasks that report ``metric``: one row per task, one column per
+    language, then the row's mean; values in percent (``percent``, one decimal) or as they are
+    (three decimals); ``–`` where a task has no result for a language."""
+    results = {task: per for task, per in results.items() if any(metric in m for m in per.values())}
+    languages = _languages(results)
+
+    def cell(value):
+        return "–" if value is None else (f"{100 * value:.1f}" if percent else f"{value:.3f}")
+
+    lines = ["| task | " + " | ".join(languages) + " | mean |", "|---|" + "---:|" * (len(languages) + 1)]
+    for task, per_language in results.items():
+        values = [per_language.get(lang, {}).get(metric) for lang in languages]
+        known = [v for v in values if v is not None]
+        mean = cell(sum(known) / len(known)) if known else "–"
+        lines.append(f"| {task} | " + " | ".join(cell(v) for v in values) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def plot_suite_heatmap(results: Results, metric: str = "acc", *, title: str = ""):
+    """A matplotlib figure: the tasks that report ``metric`` (rows) x languages (columns), in percent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    results = {task: per for task, per in results.items() if any(metric in m for m in per.values())}
+    tasks, languages = list(results), _languages(results)
+    grid = np.full((len(tasks), len(languages)), np.nan)
+    for i, task in enumerate(tasks):
+        for j, lang in enumerate(languages):
+            value = results[task].get(lang, {}).get(metric)
+            if value is not None:
+                grid[i, j] = 100 * value
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(languages) + 2.5), max(2.5, 0.5 * len(tasks) + 1.5)))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto", vmin=0, vmax=100)
+    ax.set_xticks(range(len(languages)), languages, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+    for i in range(len(tasks)):
+        for j in range(len(languages)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                        color="white" if grid[i, j] < 50 else "black")
+    ax.set_title(title or f"{metric} (%)", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,236 @@
+"""``xlt eval suite``: several multiple-choice tasks in several languages, one results table.
+
+Every (task, language) result is written to ``OUT/parts/`` as soon as it is known; a rerun with
+the same settings skips those and scores the rest, so a killed run resumes where it stopped.
+All data is read before the model loads; the summary files are rewritten from the parts at the end.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from xlt.errors import ConfigError, DataError
+from xlt.provenance import VERSIONS_KEY, package_versions
+
+DESCRIPTION = """Run multiple-choice tasks (belebele, sib200, pawsx, xnli, xcopa, xstorycloze,
+xwinograd or template YAML files) in several languages with one model and write OUT/results.json
+(task x language x metric, with the model, prompts and versions), OUT/results.md and
+OUT/heatmap.png; --corpus LANG=FILE adds the language's bits per byte on that text (task 'ppl').
+Belebele and SIB-200 read their hub datasets unless --data gives files; the other
+tasks need --data TASK=PATTERN ('{lang}' standing for each language). Resumable: a rerun with the
+same settings scores only the (task, language) pairs not yet in OUT/parts/."""
+
+
+def build_parser(prog: str):
+    from xlt.config import ArgumentParser
+    from xlt.eval.cli import _model_arguments
+
+    parser = ArgumentParser(prog=prog, description=DESCRIPTION)
+    _model_arguments(parser)
+    parser.add_argument("--tasks", nargs="+", default=[], help="tasks, comma- or space-separated")
+    parser.add_argument("--languages", nargs="+", required=True, help="languages (comma- or space-separated)")
+    parser.add_argument("--shots", type=int, default=0, help="demonstrations per item")
+    parser.add_argument("--seed", type=int, default=0, help="demonstration seed")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N items per language")
+    parser.add_argument("--data", nargs="+", default=[], metavar="TASK=PATTERN",
+                        help="test data of a task: a path with {lang}, or hf:DATASET")
+    parser.add_argument("--dev", nargs="+", default=[], metavar="TASK=PATTERN",
+                        help="demonstration data of a task (default: the task's hub dev split, where it has one)")
+    parser.add_argument("--corpus", nargs="+", default=[], metavar="LANG=FILE",
+                        help="text (one document per line) whose bits per byte is reported as task 'ppl'")
+    parser.add_argument("--context", type=int, default=512, help="ppl: tokens each window reads")
+    parser.add_argument("--last-n", type=int, default=128, help="ppl: targets scored per window")
+    parser.add_argument("--scoring", choices=("afp", "lm-eval"), default=None,
+                        help="scoring rule for every task (default: each template's)")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--out", required=True, help="output directory (reused to resume)")
+    return parser
+
+
+def _split_list(values: list[str]) -> list[str]:
+    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return list(dict.fromkeys(out))
+
+
+def _mapping(items: list[str], option: str, tasks: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        task, sep, pattern = item.partition("=")
+        if not sep or not task or not pattern:
+            raise ConfigError(f"{option}: cannot read {item!r} (expected TASK=PATTERN)")
+        if task not in tasks:
+            raise ConfigError(f"{option}: task {task!r} is not in --tasks ({', '.join(tasks)})")
+        out[task] = pattern
+    return out
+
+
+def _part_path(out: Path, task: str, lang: str) -> Path:
+    return out / "parts" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', task)}.{lang}.json"
+
+
+def suite_command(argv: list[str], prog: str) -> int:
+    args = build_parser(prog).parse_args(argv)
+    from xlt.config import require_positive
+    from xlt.eval.cli import default_source, read_eval_split
+    from xlt.eval.templates import load_template
+    from xlt.formats import check_language
+    from xlt.io import read_json, summary_line, write_json
+
+    require_positive("--batch-size", args.batch_size)
+    if args.limit is not None:
+        require_positive("--limit", args.limit)
+    if args.shots < 0:
+        raise ConfigError(f"--shots must be >= 0, got {args.shots}")
+    task_names = _split_list(args.tasks)
+    languages = _split_list(args.languages)
+    for lang in languages:
+        check_language(lang, field="--languages")
+    corpora = _corpora(args.corpus, languages)
+    if not task_names and not corpora:
+        raise ConfigError("give --tasks, --corpus or both")
+    if corpora:
+        from xlt.eval.ppl import check_geometry
+
+        check_geometry(args.context, args.last_n, None)
+    templates = {}
+    for name in task_names:  # a template file is known by its 'task' name from here on
+        template = load_template(name)
+        if template.task in templates:
+            raise ConfigError(f"--tasks: two templates named {template.task!r}")
+        templates[template.task] = template
+    task_names = list(templates)
+    data = _mapping(args.data, "--data", task_names)
+    dev_data = _mapping(args.dev, "--dev", task_names)
+    for name, template in templates.items():
+        data.setdefault(name, default_source(template))
+        if data[name] is None:
+            raise ConfigError(f"{name}: no hub dataset for this task; give --data {name}=PATTERN")
+        if args.shots:
+            dev_data.setdefault(name, default_source(template, dev=True))
+            if dev_data[name] is None:
+                raise ConfigError(f"{name}: --shots {args.shots} needs demonstrations; give --dev {name}=PATTERN")
+    scoring = {name: args.scoring or template.scoring for name, template in templates.items()}
+    out = Path(args.out)
+    settings = {"model": args.model, "adapter": args.adapter, "tokenizer": args.tokenizer, "shots": args.shots,
+                "seed": args.seed, "limit": args.limit}
+
+    # what earlier runs finished with the same settings; the rest is read now, before the model
+    results: dict[str, dict[str, dict]] = {name: {} for name in task_names}
+    pending = []
+    from xlt.eval.suite import SuiteUnit
+
+    for name, template in templates.items():
+        task_settings = dict(settings, data=data[name], dev=dev_data.get(name), scoring=scoring[name],
+                             template=template.source)
+        for lang in languages:
+            part = _part_path(out, name, lang)
+            if part.is_file():
+                done = read_json(part, error=DataError)
+                if done.get("settings") != task_settings:
+                    changed = sorted(k for k in task_settings if (done.get("settings") or {}).get(k) != task_settings[k])
+                    raise ConfigError(f"{part}: computed with other settings ({', '.join(changed)}); "
+                                      "give another --out")
+                results[name][lang] = done["metrics"]
+                continue
+            test = read_eval_split(data[name], template, [lang])[lang]
+            if args.limit is not None:
+                test = test[:args.limit]
+            dev = read_eval_split(dev_data[name], template, [lang], dev=True)[lang] if args.shots else None
+            template.prompt_for(lang)  # a language without a prompt fails before the model loads
+            pending.append((SuiteUnit(name, lang, template, test, dev, scoring[name]), task_settings))
+
+    from xlt.eval.suite import PerplexityUnit
+    from xlt.pretrain.data import iter_lines
+
+    if corpora:
+        results["ppl"] = {}
+    for lang, path in corpora.items():
+        ppl_settings = dict(settings, corpus=str(path), context=args.context, last_n=args.last_n)
+        part = _part_path(out, "ppl", lang)
+        if part.is_file():
+            done = read_json(part, error=DataError)
+            if done.get("settings") != ppl_settings:
+                changed = sorted(k for k in ppl_settings if (done.get("settings") or {}).get(k) != ppl_settings[k])
+                raise ConfigError(f"{part}: computed with other settings ({', '.join(changed)}); give another --out")
+            results["ppl"][lang] = done["metrics"]
+            continue
+        texts = list(iter_lines([path]))
+        if not texts:
+            raise DataError("no text (every line is empty)", path=path)
+        pending.append((PerplexityUnit(lang, texts, args.context, args.last_n), ppl_settings))
+
+    revision = None
+    if pending:
+        from xlt.eval.cli import load_model_and_tokenizer
+        from xlt.eval.suite import evaluate_suite
+
+        model, tokenizer = load_model_and_tokenizer(args)
+        revision = getattr(model.config, "_commit_hash", None)
+        unit_settings = {id(unit): s for unit, s in pending}
+
+        def write_part(unit, metrics):
+            write_json(_part_path(out, unit.task, unit.language),
+                       {"task": unit.task, "language": unit.language, "settings": unit_settings[id(unit)],
+                        "metrics": metrics, "revision": revision, VERSIONS_KEY: package_versions()})
+            results[unit.task][unit.language] = metrics
+
+        evaluate_suite(model, tokenizer, [unit for unit, _ in pending], shots=args.shots, seed=args.seed,
+                       batch_size=args.batch_size, on_result=write_part, progress=sys.stderr.isatty())
+    _write_summary(out, args, templates, data, dev_data, scoring, results, languages, revision, corpora)
+    n_done = len(task_names) * len(languages) + len(corpora) - len(pending)
+    what = f"{len(task_names)} task(s) x {len(languages)} language(s)" + (f", ppl of {len(corpora)}" if corpora else "")
+    print(summary_line(prog, f"{what}: {len(pending)} scored, {n_done} from earlier runs", out / "results.json",
+                       out / "results.md", out / "heatmap.png" if templates else None))
+    return 0
+
+
+def _corpora(items: list[str], languages: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        lang, sep, path = item.partition("=")
+        if not sep or not lang or not path:
+            raise ConfigError(f"--corpus: cannot read {item!r} (expected LANG=FILE)")
+        if lang not in languages:
+            raise ConfigError(f"--corpus: language {lang!r} is not in --languages ({', '.join(languages)})")
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such corpus file")
+        out[lang] = Path(path)
+    return out
+
+
+def _write_summary(out: Path, args, templates, data, dev_data, scoring, results, languages, revision,
+                   corpora) -> None:
+    from xlt.eval.suite import plot_suite_heatmap, suite_markdown
+    from xlt.io import atomic_file, write_json
+
+    ordered = {name: {lang: results[name][lang] for lang in languages if lang in results[name]}
+               for name in results}
+    tasks = {}
+    for name, template in templates.items():
+        prompts = {lang: template.prompt_for(lang).test_template for lang in languages}
+        tasks[name] = {"template": template.source, "data": data[name], "dev": dev_data.get(name),
+                       "dataset": dict(template.dataset) if template.dataset else None,
+                       "scoring": scoring[name], "prompts": prompts}
+    if corpora:
+        tasks["ppl"] = {"corpus": {lang: str(path) for lang, path in corpora.items()}, "context": args.context,
+                        "last_n": args.last_n, "metric": "bits_per_byte"}
+    write_json(out / "results.json", {
+        "model": args.model, "adapter": args.adapter, "tokenizer": args.tokenizer, "revision": revision,
+        "settings": {"shots": args.shots, "seed": args.seed, "limit": args.limit, "languages": languages},
+        "tasks": tasks, "results": ordered, VERSIONS_KEY: package_versions()})
+    name = f"{args.model}{' + ' + args.adapter if args.adapter else ''}"
+    sections = []
+    if templates:
+        sections.append(f"# {name}: accuracy (%), {args.shots}-shot\n\n{suite_markdown(ordered, 'acc')}\n")
+    if corpora:
+        sections.append(f"# {name}: bits per byte (context {args.context}, last {args.last_n} scored)\n\n"
+                        f"{suite_markdown(ordered, 'bits_per_byte', percent=False)}\n")
+    with atomic_file(out / "results.md") as handle:
+        handle.write("\n".join(sections))
+    print("\n".join(sections))
+    if templates:
+        figure = plot_suite_heatmap(ordered, "acc", title=f"{Path(args.model).name}: accuracy (%), {args.shots}-shot")
+        with atomic_file(out / "heatmap.png", mode="wb") as handle:
+            figure.savefig(handle, format="png", dpi=120)
