@@ -82,9 +82,10 @@ def _fp32_copy_difference(trainer) -> float:
     worst = 0.0
     for p in trainer.model_wrapped.parameters():
         if p.requires_grad:
-            copy = safe_get_full_fp32_param(p)
+            copy = safe_get_full_fp32_param(p).float().cpu()
             with gathered([p]):
-                worst = max(worst, float((copy.float().cpu() - p.detach().float().cpu().reshape(copy.shape)).abs().max()))
+                model = p.detach().float().cpu().reshape(copy.shape)
+            worst = max(worst, float((copy - model).abs().max()))
     return worst
 
 

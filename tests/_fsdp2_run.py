@@ -217,11 +217,7 @@ def main(out: str, engine: str, runs: list[str]) -> None:
             model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                      target_modules=["q_proj", "v_proj", "up_proj"]))
         if engine == "fsdp2":
-            from torch.distributed.fsdp import fully_shard
-
-            for block in decoder_blocks(model):
-                fully_shard(block)
-            fully_shard(model)
+            _shard(decoder_blocks(model), model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
         gen = torch.Generator().manual_seed(0)

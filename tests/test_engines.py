@@ -1,10 +1,10 @@
-"""Every engine trains like one process: mid-align and AFP (gradient accumulation 1 and 2) and
-`xlt train sft`, LSLo and pretrain (gradient accumulation 2) under DDP, DeepSpeed ZeRO-2, ZeRO-2
-with CPU offload and ZeRO-3 (through the Trainer) and FSDP2 (``fully_shard``, through a plain loop:
-accelerate builds FSDP only on GPUs, see _fsdp2_run.py), 2 gloo processes on the CPU, against a
-one-process run on the same global batch: losses of every step within 1e-5 (relative), final
-trainable weights within 1e-5, and the engine each run recorded; for LSLo also the same pruning
-masks, pruning report and base fingerprint in the saved adapter."""
+"""Every engine trains like one process: mid-align, AFP, `xlt train sft`, LSLo and pretrain under
+DDP, DeepSpeed ZeRO-2, ZeRO-2 with CPU offload and ZeRO-3 (through the Trainer) and FSDP2
+(``fully_shard``, through a plain loop: accelerate builds FSDP only on GPUs, see _fsdp2_run.py),
+2 gloo processes on the CPU, gradient accumulation 1 and 2, against a one-process run on the same
+global batch: losses of every step within 1e-5 (relative), final trainable weights within 1e-5,
+and the engine each run recorded; for LSLo also the same pruning masks, pruning report and base
+fingerprint in the saved adapter."""
 
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 METHODS = ("mid-align", "afp")
 GAS = (1, 2)
-#: methods with the standard forward (SFT, pretrain) or direct weight reads (LSLo): gradient
-#: accumulation 2 only, to keep the module within its time budget (docs/scaling.md)
+#: methods with the standard forward (SFT, pretrain) or direct weight reads (LSLo)
 EXTRA = ("sft", "lslo", "pretrain")
-CELLS = [(m, ga) for m in METHODS for ga in GAS] + [(m, 2) for m in EXTRA]
+CELLS = [(m, ga) for m in METHODS + EXTRA for ga in GAS]
 RUNS = [f"{m}-{ga}:{m}:{ga}" for m, ga in CELLS]
 DEEPSPEED = {"zero2.json": "deepspeed-zero2", "zero2-offload.json": "deepspeed-zero2-offload",
              "zero3.json": "deepspeed-zero3"}
@@ -129,8 +128,10 @@ def _compare_lslo_adapter(run: Path, reference: Path):
             pool = pools.setdefault(name.rsplit(".", 1)[1], [0, 0])
             pool[0] += int((want[name] == 0).sum())
             pool[1] += want[name].numel()
-    # the schedule reached its target 0.5 (t1 = 1, t2 = 2, 4 epochs): half of each pool is zero
-    assert sorted(pools) == ["qaa", "qab"] and all(zeros == round(0.5 * n) for zeros, n in pools.values()), pools
+    # t1 = 1, t2 = 2, target 0.5: epoch 2 prunes 0.5 - 0.5 (1 - 1/2)^3 = 0.4375 of each pool (the
+    # last epoch of GA 1), epochs 3 and 4 prune half (GA 2: 8 rows per step, one epoch per step)
+    ratio = 0.5 if run.name.endswith("-2") else 0.4375
+    assert sorted(pools) == ["qaa", "qab"] and all(zeros == round(ratio * n) for zeros, n in pools.values()), pools
     meta_got, meta_want = (json.loads((d / "lslo_config.json").read_text()) for d in (run, reference))
     assert meta_got["base"] == meta_want["base"] and meta_want["base"]["weight_checksum"] > 0
     if (reference / "pruning_report.json").exists():  # the Trainer runs (xlt.lslo.run.train)
