@@ -40,7 +40,8 @@ METHODS = {
 def lslo_run(output_dir: str, per_device: int, **extra):
     """``xlt.lslo.run.train`` on the tiny world: 8 pairs per epoch, pruning from epoch 2 on
     (t1 = 1, t2 = 2: 0.875 x 0.5 of every language's B at epoch 2, 0.5 from epoch 3), so the
-    4 steps prune (GA 1: 2 epochs; GA 2: 4 epochs, training on after pruning was made permanent)."""
+    4 steps prune (GA 1: 2 epochs; GA 2: 4 epochs, training on after pruning was made permanent);
+    a checkpoint at step 3."""
     from xlt.lslo.run import LSLoDataArguments, train
     from xlt.lslo.trainer import LSLoTrainingConfig
 
@@ -49,7 +50,7 @@ def lslo_run(output_dir: str, per_device: int, **extra):
                              learning_rate=1e-2, lr_scheduler_type="constant", warmup_steps=0,
                              per_device_train_batch_size=per_device, tiers=["qaa=high", "qab=low"],
                              pruning="language", pruning_t1=1, pruning_t2=2, target_pruning_ratio=0.5,
-                             seed=0, dataloader_drop_last=True, **extra)
+                             seed=0, dataloader_drop_last=True, save_strategy="steps", save_steps=3, **extra)
     return train(cfg, LSLoDataArguments(model=str(world / "model"), train_file=str(world / "train.jsonl")),
                  progress=False)
 
@@ -139,3 +140,9 @@ if __name__ == "__main__":
     from _align_helpers import finish_distributed
 
     finish_distributed()
+    # Every output is written and the process group is gone: leave without the interpreter's
+    # teardown, where a native thread left joinable sometimes aborts a rank ("terminate called
+    # without an active exception", exit -6) after a complete run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

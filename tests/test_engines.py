@@ -137,6 +137,13 @@ def _compare_lslo_adapter(run: Path, reference: Path):
     if (reference / "pruning_report.json").exists():  # the Trainer runs (xlt.lslo.run.train)
         report_got, report_want = (json.loads((d / "pruning_report.json").read_text()) for d in (run, reference))
         assert report_got["surviving"] == report_want["surviving"]
+        # the Trainer's checkpoint of step 3 (saved by every process, written by rank 0) holds the
+        # same adapter
+        got, want = (load_file(str(d / "checkpoint-3" / "lslo_model.safetensors")) for d in (run, reference))
+        assert got.keys() == want.keys()
+        for name in want:
+            assert float((got[name] - want[name]).abs().max()) <= 1e-5, (run.name, name)
+            assert torch_equal(got[name] == 0, want[name] == 0), (run.name, name)
 
 
 def torch_equal(a, b) -> bool:
