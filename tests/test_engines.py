@@ -26,23 +26,23 @@ CELLS = [(m, ga) for m in METHODS + EXTRA for ga in GAS]
 RUNS = [f"{m}-{ga}:{m}:{ga}" for m, ga in CELLS]
 DEEPSPEED = {"zero2.json": "deepspeed-zero2", "zero2-offload.json": "deepspeed-zero2-offload",
              "zero3.json": "deepspeed-zero3"}
-_WORLD: list[Path] = []  # the LSLo world of this module's launches
 
 
-def _env():
+def _env(lslo_world: Path | None = None):
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
                WANDB_DISABLED="true", DS_ACCELERATOR="cpu")
-    if _WORLD:
-        env["XLT_TEST_LSLO_WORLD"] = str(_WORLD[0])
+    if lslo_world is not None:
+        env["XLT_TEST_LSLO_WORLD"] = str(lslo_world)
     return env
 
 
-def _launch(out: Path, engine: str, runs: list[str], nproc: int, script: str = "_engine_run.py"):
+def _launch(out: Path, engine: str, runs: list[str], nproc: int, script: str = "_engine_run.py", *,
+            lslo_world: Path):
     out.mkdir(parents=True, exist_ok=True)
     script = [str(HERE / script), str(out), engine, *runs]
     cmd = [sys.executable, *(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
                              if nproc > 1 else []), *script]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, env=_env(lslo_world), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
@@ -54,15 +54,13 @@ def lslo_world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lslo-world")
     write_engine_world(root)
-    _WORLD[:] = [root]
-    yield root
-    _WORLD.clear()
+    return root
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, lslo_world):
     out = tmp_path_factory.mktemp("single")
-    _launch(out, "single", RUNS, 1)
+    _launch(out, "single", RUNS, 1, lslo_world=lslo_world)
     return out
 
 
@@ -71,22 +69,22 @@ def deepspeed_runs(tmp_path_factory, lslo_world):
     pytest.importorskip("deepspeed")
     out = tmp_path_factory.mktemp("deepspeed")
     runs = [f"{cfg[:-5]}-{m}-{ga}:{m}:{ga}:{cfg}" for cfg in DEEPSPEED for m, ga in CELLS]
-    done = _launch(out, "deepspeed", runs, 2)
+    done = _launch(out, "deepspeed", runs, 2, lslo_world=lslo_world)
     return out, done.stderr
 
 
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory, lslo_world):
     out = tmp_path_factory.mktemp("ddp")
-    _launch(out, "ddp", RUNS, 2)
+    _launch(out, "ddp", RUNS, 2, lslo_world=lslo_world)
     return out
 
 
 @pytest.fixture(scope="module")
 def fsdp2_runs(tmp_path_factory, lslo_world):
     single, sharded = tmp_path_factory.mktemp("fsdp2-single"), tmp_path_factory.mktemp("fsdp2")
-    _launch(single, "single", RUNS, 1, "_fsdp2_run.py")
-    _launch(sharded, "fsdp2", RUNS, 2, "_fsdp2_run.py")
+    _launch(single, "single", RUNS, 1, "_fsdp2_run.py", lslo_world=lslo_world)
+    _launch(sharded, "fsdp2", RUNS, 2, "_fsdp2_run.py", lslo_world=lslo_world)
     return single, sharded
 
 

@@ -1,8 +1,8 @@
 """Which distributed engine a run is under, and reading full weights through it.
 
 The Trainer runs a model as it is (one process), under DDP, FSDP2 or a DeepSpeed ZeRO engine.
-Code that reads or writes weights directly (LSLo's pruning masks, saving, parameter counts) must ask the
-engine for them: ZeRO-3 keeps each parameter as an empty placeholder outside its module's
+Code that reads or writes weights directly (LSLo's pruning masks, saving, parameter counts) must
+ask the engine for them: ZeRO-3 keeps each parameter as an empty placeholder outside its module's
 forward (the full tensor lives in ``GatheredParameters``), FSDP2 keeps a ``DTensor`` shard
 (``full_tensor()`` gathers it). This module names the engine (:func:`engine_record`, written
 to ``train_config.json`` and the closing line of every training command) and gives the full
