@@ -138,3 +138,19 @@ def toy_pairs(n_meanings: int = 12, seed: int = 0, languages=TOY_LANGS):
 def toy_corpus(languages=TOY_LANGS):
     return [toy_sentence([w], l) for l in languages for w in _WORDS] + \
            [toy_sentence(_WORDS[k:k + 4], l) for l in languages for k in range(0, len(_WORDS), 4)]
+
+
+def write_engine_world(root) -> None:
+    """``root/model`` (a tiny M2M-100 without dropout, its tokenizer) and ``root/train.jsonl`` (8
+    qaa <-> qab pairs: one epoch of 8 rows) for the engine-equality runs."""
+    from pathlib import Path
+
+    from xlt.formats import write_jsonl
+    from xlt.testing import save_tiny_model, train_nllb_tokenizer
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_jsonl(root / "train.jsonl", toy_pairs(4, seed=0, languages=["qaa", "qab"]))
+    tokenizer = train_nllb_tokenizer(["qaa", "qab"], toy_corpus(["qaa", "qab"]), vocab_size=200)
+    save_tiny_model("m2m100", root / "model", tokenizer=tokenizer, hidden_size=32, num_layers=4, dropout=0.0,
+                    attention_dropout=0.0, activation_dropout=0.0)

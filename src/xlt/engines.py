@@ -1,12 +1,13 @@
 """Which distributed engine a run is under, and reading full weights through it.
 
 The Trainer runs a model as it is (one process), under DDP, FSDP2 or a DeepSpeed ZeRO engine.
-Code that reads weights directly (LSLo's pruning masks, saving, parameter counts) must ask the
-engine for them: ZeRO-3 keeps each parameter as an empty placeholder outside its module's
+Code that reads or writes weights directly (LSLo's pruning masks, saving, parameter counts) must
+ask the engine for them: ZeRO-3 keeps each parameter as an empty placeholder outside its module's
 forward (the full tensor lives in ``GatheredParameters``), FSDP2 keeps a ``DTensor`` shard
 (``full_tensor()`` gathers it). This module names the engine (:func:`engine_record`, written
 to ``train_config.json`` and the closing line of every training command) and gives the full
-tensors (:func:`gathered`, :func:`full_tensor`, :func:`num_parameters`).
+tensors (:func:`gathered`, :func:`full_tensor`, :func:`num_parameters`) and writes them
+(:func:`assign_full`).
 
 FSDP version 1 is refused (:func:`check_fsdp_version`): its root module must see the end of
 every forward, which an early exit skips. accelerate's default FSDP config is version 1; set
@@ -38,14 +39,6 @@ ENGINES = ("single", "ddp", "fsdp2", "deepspeed-zero1", "deepspeed-zero2", "deep
 FSDP1_REFUSAL = ("FSDP version 1 is not supported (its root module must see the end of every "
                  "forward, and an early exit skips it): use FSDP version 2, e.g. "
                  "--fsdp_config '{\"fsdp_version\": 2}' or fsdp_version: 2 in the accelerate config")
-
-
-def refuse_sharded_weights(record: dict, what: str) -> None:
-    """Refuse, with one line, an engine that partitions the weights (ZeRO-3, FSDP2) for code that
-    still reads them directly (``what`` names it)."""
-    if record["engine"].startswith("deepspeed-zero3") or record["engine"] == "fsdp2":
-        raise ConfigError(f"{what} is not supported under {record['engine']} yet (it reads the weights "
-                          "directly, which this engine partitions): use DDP, DeepSpeed ZeRO-2 or one process")
 
 
 def _deepspeed_config(accelerator) -> dict | None:
@@ -146,6 +139,32 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     ZeRO-3 parameter inside :func:`gathered`) is returned as it is."""
     to_full = getattr(t, "full_tensor", None)
     return to_full() if callable(to_full) else t
+
+
+def assign_full(p: torch.Tensor, value: torch.Tensor) -> None:
+    """Write ``value``, the whole tensor, into parameter ``p`` under any engine (call it on every
+    process with the same ``value``).
+
+    An FSDP2 ``DTensor`` takes this process's shard of ``value``; a ZeRO-3 parameter must be inside
+    ``gathered([p], modify=True)``. DeepSpeed's optimizer keeps its own fp32 copy of every
+    trainable parameter (ZeRO-1/2/3, offloaded or not) and writes it back into the model at the
+    next step, so that copy is set too: a write into the model alone would be undone.
+    """
+    with torch.no_grad():
+        if _is_dtensor(p):
+            from torch.distributed.tensor import distribute_tensor
+
+            p.copy_(distribute_tensor(value.to(p.dtype), p.device_mesh, p.placements))
+        else:
+            p.copy_(value.to(p))
+    if hasattr(p, "_hp_mapping") or hasattr(p, "_z3_optimizer"):
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        safe_set_full_fp32_param(p, value.float().to(p.device))
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return hasattr(t, "device_mesh") and hasattr(t, "placements")
 
 
 def num_parameters(model: torch.nn.Module, *, trainable_only: bool = False) -> int:

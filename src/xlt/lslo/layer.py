@@ -139,10 +139,18 @@ class LSLoLinear(nn.Module):
         return self.lora_a[:, lo:hi], self.lora_b[lo:hi]
 
     def effective_b(self) -> torch.Tensor:
-        """``lora_b``, times the pruning mask while one is set."""
+        """``lora_b: (sum r_l, d_out)``, times the pruning mask while one is set.
+
+        Whole under every engine: inside the forward the engine has gathered it; outside, an
+        FSDP2 shard is gathered here (every process must call) and a ZeRO-3 parameter must be
+        inside :func:`xlt.engines.gathered`.
+        """
+        from xlt.engines import full_tensor
+
+        b = full_tensor(self.lora_b)
         if self.lora_b_mask is None:
-            return self.lora_b
-        return self.lora_b * self.lora_b_mask.to(self.lora_b.dtype)
+            return b
+        return b * self.lora_b_mask.to(b.dtype)
 
     def delta_weight(self, l: int) -> torch.Tensor:
         """``(A_l B_l)^T`` placed into a ``(out, in)`` zero matrix: what folding adds to W."""

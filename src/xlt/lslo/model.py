@@ -133,7 +133,8 @@ class LSLoModel(nn.Module):
     # introspection ------------------------------------------------------------------------
     def num_lslo_parameters(self) -> int:
         """Number of LSLo parameters (A and B of every subspace of every layer)."""
-        return sum(layer.lora_a.numel() + layer.lora_b.numel() for layer in self.lslo_layers.values())
+        return sum(layer.in_width * sum(layer.ranks) + sum(layer.ranks) * layer.out_width
+                   for layer in self.lslo_layers.values())
 
     def subspace_names(self) -> list[str]:
         return [name for name, _ in self.lslo_config.subspaces()]
@@ -142,16 +143,22 @@ class LSLoModel(nn.Module):
     def lslo_state_dict(self) -> dict[str, torch.Tensor]:
         """``{"<path>.lora_a.<subspace>": (d_in, r), "<path>.lora_b.<subspace>": (r, d_out)}``.
 
-        B is saved with the pruning mask applied (pruning becomes permanent in the file).
+        B is saved with the pruning mask applied (pruning becomes permanent in the file). Under
+        DeepSpeed ZeRO-3 or FSDP2 the whole tensors are gathered: every process must call.
         """
+        from xlt.engines import full_tensor, gathered
+
         names = self.subspace_names()
         out: dict[str, torch.Tensor] = {}
-        for path, layer in sorted(self.lslo_layers.items()):
-            b = layer.effective_b().detach()
-            for l, name in enumerate(names):
-                lo, hi = layer.offsets[l], layer.offsets[l + 1]
-                out[f"{path}.lora_a.{name}"] = layer.lora_a.detach()[:, lo:hi].contiguous().cpu()
-                out[f"{path}.lora_b.{name}"] = b[lo:hi].contiguous().cpu()
+        layers = sorted(self.lslo_layers.items())
+        with gathered([p for _, layer in layers for p in (layer.lora_a, layer.lora_b)]):
+            for path, layer in layers:
+                a = full_tensor(layer.lora_a.detach())
+                b = layer.effective_b().detach()
+                for l, name in enumerate(names):
+                    lo, hi = layer.offsets[l], layer.offsets[l + 1]
+                    out[f"{path}.lora_a.{name}"] = a[:, lo:hi].contiguous().cpu().clone()
+                    out[f"{path}.lora_b.{name}"] = b[lo:hi].contiguous().cpu().clone()
         return out
 
     def load_lslo_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "adapter") -> None:
@@ -177,16 +184,24 @@ class LSLoModel(nn.Module):
                     layer.lora_b[lo:hi] = b.to(layer.lora_b)
                 layer.lora_b_mask = None
 
-    def save_pretrained(self, directory: str | os.PathLike, **extra_metadata: Any) -> Path:
-        """Write ``lslo_config.json`` and ``lslo_model.safetensors`` into ``directory``."""
+    def save_pretrained(self, directory: str | os.PathLike, *, is_main_process: bool = True,
+                        **extra_metadata: Any) -> Path:
+        """Write ``lslo_config.json`` and ``lslo_model.safetensors`` into ``directory``.
+
+        Under an engine that partitions the weights (DeepSpeed ZeRO-3, FSDP2) every process must
+        call (the weights are gathered) and only the one with ``is_main_process`` writes.
+        """
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = {"format": "xlt-lslo", "version": 1, "config": self.lslo_config.to_dict(),
                 "base": base_fingerprint(self.base_model, self._layer_paths)}
         meta.update(extra_metadata)
-        save_file(self.lslo_state_dict(), str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        state = self.lslo_state_dict()
+        if not is_main_process:
+            return directory
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n",
                                              encoding="utf-8")
         return directory
@@ -318,7 +333,11 @@ def apply_lslo(model, config: LSLoConfig) -> LSLoModel:
 
 
 def base_fingerprint(model, paths: Sequence[str] | None = None) -> dict[str, Any]:
-    """What identifies the base an adapter belongs to: architecture, shapes and a weight checksum."""
+    """What identifies the base an adapter belongs to: architecture, shapes and a weight checksum.
+
+    The checksum reads the whole weights of the first four layers under any engine (gathered
+    under DeepSpeed ZeRO-3 and FSDP2: every process must call)."""
+    from xlt.engines import full_tensor, gathered
     from xlt.models import unwrap_model
 
     base = unwrap_model(model)
@@ -327,12 +346,14 @@ def base_fingerprint(model, paths: Sequence[str] | None = None) -> dict[str, Any
     modules = dict(base.named_modules())
     lines = []
     checksum = 0.0
-    for k, path in enumerate(sorted(paths)):
-        layer = modules[path]
-        linear = layer.base if isinstance(layer, LSLoLinear) else layer
+    linears = [(path, modules[path].base if isinstance(modules[path], LSLoLinear) else modules[path])
+               for path in sorted(paths)]
+    for path, linear in linears:
         lines.append(f"{path}:{linear.out_features}x{linear.in_features}")
-        if k < 4 and linear.weight.device.type != "meta":
-            checksum += float(linear.weight.detach().double().abs().sum())
+    summed = [linear.weight for _, linear in linears[:4] if linear.weight.device.type != "meta"]
+    with gathered(summed):
+        for weight in summed:
+            checksum += float(full_tensor(weight.detach()).double().abs().sum())
     return {"model_type": getattr(base.config, "model_type", None),
             "name_or_path": getattr(base.config, "_name_or_path", None) or getattr(base, "name_or_path", None),
             "vocab_size": getattr(base.config, "vocab_size", None),

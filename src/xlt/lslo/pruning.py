@@ -18,6 +18,10 @@ as ``torch.nn.utils.prune``). Masks act in the forward (``B * mask``) while trai
 recomputed from scratch at each epoch start (already-zero entries go first, so the pruned set
 only grows) and are made permanent (B zeroed, mask dropped) at the end of each epoch and in
 saved files. Only B is pruned; A stays dense.
+
+Under an engine that partitions the weights (DeepSpeed ZeRO-3, FSDP2) every function here reads
+and writes whole tensors through :mod:`xlt.engines` (so every process must call it, with the same
+masks as result), and making a mask permanent also sets DeepSpeed's fp32 copy of B.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ def _pools(model, pool: str) -> dict[Any, list[tuple[Any, slice]]]:
 def pool_sizes(model, pool: str = "language") -> dict[str, int]:
     """``{pool key: number of B entries}`` (keys: language names, or ``"encoder/K"``)."""
     return {("/".join(map(str, key)) if isinstance(key, tuple) else str(key)):
-            sum(layer.lora_b[rows].numel() for layer, rows in members)
+            sum((rows.stop - rows.start) * layer.out_width for layer, rows in members)
             for key, members in _pools(model, pool).items()}
 
 
@@ -79,12 +83,16 @@ def prune_step(model, ratio: float, pool: str = "language") -> dict[str, int]:
     """
     if not 0.0 <= ratio <= 1.0:
         raise ConfigError(f"pruning ratio must be in [0, 1], got {ratio}")
+    from xlt.engines import gathered
+
     layers = model.lslo_layers
-    masks = {path: torch.ones_like(layer.lora_b, dtype=torch.bool) for path, layer in layers.items()}
+    with gathered([layer.lora_b for layer in layers.values()]):
+        full_b = {id(layer): layer.effective_b().detach().clone() for layer in layers.values()}
+    masks = {path: torch.ones_like(full_b[id(layer)], dtype=torch.bool) for path, layer in layers.items()}
     path_of = {id(layer): path for path, layer in layers.items()}
     counts: dict[str, int] = {}
     for key, members in _pools(model, pool).items():
-        scores = torch.cat([layer.effective_b()[rows].abs().reshape(-1) for layer, rows in members])
+        scores = torch.cat([full_b[id(layer)][rows].abs().reshape(-1) for layer, rows in members])
         n = round(ratio * scores.numel())
         counts["/".join(map(str, key)) if isinstance(key, tuple) else str(key)] = n
         if n == 0:
@@ -93,8 +101,8 @@ def prune_step(model, ratio: float, pool: str = "language") -> dict[str, int]:
         flat[torch.topk(scores, n, largest=False).indices] = False
         start = 0
         for layer, rows in members:
-            size = layer.lora_b[rows].numel()
-            masks[path_of[id(layer)]][rows] = flat[start:start + size].view_as(layer.lora_b[rows])
+            size = (rows.stop - rows.start) * layer.out_width
+            masks[path_of[id(layer)]][rows] = flat[start:start + size].view(rows.stop - rows.start, -1)
             start += size
     for path, layer in layers.items():
         layer.lora_b_mask = masks[path]
@@ -104,9 +112,12 @@ def prune_step(model, ratio: float, pool: str = "language") -> dict[str, int]:
 @torch.no_grad()
 def make_pruning_permanent(model) -> None:
     """Zero the masked B entries and drop the masks (the reference's ``prune.remove``)."""
+    from xlt.engines import assign_full, gathered
+
     for layer in model.lslo_layers.values():
         if layer.lora_b_mask is not None:
-            layer.lora_b.mul_(layer.lora_b_mask.to(layer.lora_b.dtype))
+            with gathered([layer.lora_b], modify=True):
+                assign_full(layer.lora_b, layer.effective_b().detach().clone())
             layer.lora_b_mask = None
 
 
@@ -125,10 +136,15 @@ def pruning_report(model) -> dict[str, Any]:
     surviving = [[0] * len(layer_keys) for _ in names]
     total = [[0] * len(layer_keys) for _ in names]
     a_count = 0
-    for path, layer in model.lslo_layers.items():
+    from xlt.engines import gathered
+
+    layers = model.lslo_layers
+    with gathered([layer.lora_b for layer in layers.values()]):
+        full_b = {path: layer.effective_b().detach().clone() for path, layer in layers.items()}
+    for path, layer in layers.items():
         j = col[model.layer_of[path]]
-        b = layer.effective_b()
-        a_count += layer.lora_a.numel()
+        b = full_b[path]
+        a_count += layer.in_width * sum(layer.ranks)
         for l in range(len(names)):
             block = b[layer.offsets[l]:layer.offsets[l + 1]]
             surviving[l][j] += int((block != 0).sum())

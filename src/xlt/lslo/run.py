@@ -60,6 +60,7 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     from xlt.training import prepare_output
 
     out, resume = prepare_output(cfg.output_dir, cfg.resume_from_checkpoint, data.overwrite)
+    _barrier(cfg)  # every process checked output_dir before the main one's Trainer creates it
 
     # data first: a bad file fails before the model loads
     from xlt.formats import languages_of, read_records
@@ -145,10 +146,9 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     trainer = trainer_class(model=model if lslo is None else lslo, args=cfg, train_dataset=train_rows,
                             eval_dataset=eval_rows, data_collator=collator, processing_class=tokenizer,
                             callbacks=callbacks, **batches, **extra)
-    from xlt.engines import check_engine, refuse_sharded_weights
+    from xlt.engines import check_engine
 
     trainer.xlt_engine = engine = check_engine(trainer)  # what the run really trains under
-    refuse_sharded_weights(engine, "LSLo training (pruning masks, saving, the base fingerprint)")
     kind = "" if seq2seq else "decoder-only, "
     rows = (f"{len(pairs)} pairs in {len(sampler.groups)} directions -> {len(sampler)} rows per epoch, "
             f"redrawn each epoch (T={cfg.sampling_temperature})")
@@ -170,6 +170,15 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     if stop_signal(trainer) is None:  # else pre-empted: a checkpoint, no final output
         _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata, engine)
     return trainer
+
+
+def _barrier(cfg) -> None:
+    """Wait for every process of a distributed run (``cfg.device`` sets the process group up)."""
+    import torch.distributed as dist
+
+    cfg.device  # noqa: B018
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _filter_directions(pairs, directions, path):
@@ -195,19 +204,23 @@ def _save(trainer, lslo, tokenizer, data, cfg, out: Path, schedule, metadata, en
     from xlt.lslo.pruning import make_pruning_permanent, plot_pruning_report, pruning_report
 
     trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        return
+    # every process gathers the weights (ZeRO-3 and FSDP2 partition them); the main one writes
+    main = trainer.is_world_process_zero()
     tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     if lslo is None:  # full fine-tuning: a plain model
         trainer.save_model(str(tmp))
     else:
         make_pruning_permanent(lslo)
-        lslo.save_pretrained(tmp, **metadata)
+        lslo.save_pretrained(tmp, is_main_process=main, **metadata)
+    report = pruning_report(lslo) if lslo is not None else None
+    if not main:
+        return
     tokenizer.save_pretrained(str(tmp))
     move_entries(tmp, out)
     if lslo is not None:
-        report = pruning_report(lslo)
         if schedule is not None:
             report["schedule"] = {"pool": schedule.pool, "t1": schedule.t1, "t2": schedule.t2,
                                   "target": schedule.target, "epochs": schedule.history}

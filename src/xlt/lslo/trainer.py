@@ -474,11 +474,12 @@ class LSLoTrainerMixin(SampledTrainerMixin):
             self.label_names = ["labels"]
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        # the Trainer calls this on every process; the weights are gathered on all of them (ZeRO-3
+        # partitions them) and written by the main one
         output_dir = output_dir or self.args.output_dir
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
         lslo = _lslo_of(self.accelerator.unwrap_model(self.model))
-        lslo.save_pretrained(output_dir, **self.adapter_metadata)
-        if self.processing_class is not None:
+        lslo.save_pretrained(output_dir, is_main_process=self.args.should_save, **self.adapter_metadata)
+        if self.processing_class is not None and self.args.should_save:
             self.processing_class.save_pretrained(output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:

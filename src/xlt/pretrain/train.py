@@ -279,9 +279,13 @@ def build_trainer(config: PretrainConfig, stores: Sequence[TokenStore], language
         if tokenizer is not None:
             ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id)
-        model = tf.AutoModelForCausalLM.from_config(
-            model_config(config.preset, config.arch, language_map.model_vocab_size,
-                         seq_len=config.window_length, **ids))
+        model_cfg = model_config(config.preset, config.arch, language_map.model_vocab_size,
+                                 seq_len=config.window_length, **ids)
+        # The class itself, not AutoModelForCausalLM.from_config: under DeepSpeed ZeRO-3 the latter
+        # builds inside zero.Init, which initialises the modules in another order (other random
+        # weights for the same seed). Built whole, the model is the same under every engine, and
+        # the engine partitions it when it starts (the presets are small enough to exist whole).
+        model = {"gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM}[config.arch](model_cfg)
     set_loss_type(model)
     callbacks = list(callbacks or []) + [graceful_stop_callback(), schedule_check_callback()]
     trainer = PretrainTrainer(model=model, args=config, train_dataset=dataset, data_collator=collate_windows,
