@@ -262,7 +262,12 @@ def _tokens(model_dir, lines):
 def test_bad_input_is_one_line(tiny_llama_dir, tmp_path, xlt_cli):
     en = _write(tmp_path / "en.txt", EN)
     missing = tmp_path / "nope.txt"
+    late = tmp_path / "late.txt"  # valid until its third line: caught before any counting
+    late.write_bytes("Der Hund\nschläft\n".encode() + "im Garten ä\n".encode("latin-1"))
+    empty = _write(tmp_path / "empty.txt", ["", "  "])
     cases = [
+        ([f"en={en}", f"de={late}"], f"{late}: not UTF-8 text"),
+        ([f"en={en}", f"de={empty}"], f"{empty}: no text"),
         ([f"en={en}", f"de={missing}"], f"{missing}: no such corpus file"),
         ([f"en={en}", "de"], "--corpus 'de': expected LANG=FILE"),
         ([f"en={en}", f"={en}"], "expected LANG=FILE"),

@@ -368,6 +368,9 @@ def neurons_command(argv: list[str], prog: str) -> int:
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"{name} must be in (0, 1], got {value}")
     corpora = parse_corpus_args(args.corpus)
+    for path in corpora.values():  # read through once: a bad file fails now, not after hours of counting
+        if not sum(1 for _ in iter_lines([path])):
+            raise DataError("no text (only empty lines)", path=path)
     prompts = None
     if args.steer_prompts:
         if not Path(args.steer_prompts).is_file():
