@@ -116,6 +116,42 @@ def test_max_tokens_cuts_the_corpus(bpe_tokenizer):
     model = tiny_model("llama", bpe_tokenizer, seed=2)
     _, n = activation_probability(model, bpe_tokenizer, {"en": EN, "de": DE}, max_tokens=10)
     assert n == {"en": 10, "de": 10}
+    _, n = activation_probability(model, bpe_tokenizer, {"en": EN, "de": DE}, max_length=5)
+    assert n == {"en": 5 * len(EN), "de": 5 * len(DE)}  # every line has more than 5 tokens: truncated
+
+
+def test_perplexity_and_generation_under_deactivation(bpe_tokenizer):
+    from xlt.analysis.neurons import deactivate_neurons, greedy_generate, line_perplexity
+    from xlt.testing import tiny_model
+
+    model = tiny_model("llama", bpe_tokenizer, seed=4)
+    lines = EN[:3]
+
+    def by_hand():  # one unpadded line at a time, the mean NLL over every predicted token
+        nll, n = 0.0, 0
+        with torch.no_grad():
+            for line in lines:
+                ids = torch.tensor([bpe_tokenizer(line)["input_ids"]])
+                logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
+                nll -= float(logp.gather(-1, ids[0, 1:, None]).sum())
+                n += ids.shape[1] - 1
+        return math.exp(nll / n), n
+
+    want, n = by_hand()
+    got = line_perplexity(model, bpe_tokenizer, lines, batch_size=2)
+    assert got["n_tokens"] == n and got["ppl"] == pytest.approx(want, rel=1e-6)
+    neurons = {layer: list(range(0, 64, 2)) for layer in range(4)}
+    with deactivate_neurons(model, neurons):
+        off = line_perplexity(model, bpe_tokenizer, lines, batch_size=2)
+        off_by_hand, _ = by_hand()
+        off_text = greedy_generate(model, bpe_tokenizer, ["The cat"], max_new_tokens=6)
+    assert off["ppl"] == pytest.approx(off_by_hand, rel=1e-6)
+    assert abs(off["ppl"] - want) > 1e-5 * want  # a random tiny model: a small but real change
+    ids = torch.tensor([bpe_tokenizer("The cat")["input_ids"]])
+    plain = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6, pad_token_id=bpe_tokenizer.pad_token_id)
+    assert greedy_generate(model, bpe_tokenizer, ["The cat"], max_new_tokens=6) == [
+        bpe_tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)]
+    assert isinstance(off_text[0], str)
 
 
 def test_lape_by_hand():
@@ -202,6 +238,10 @@ def test_deactivation_changes_exactly_the_chosen_activations(bpe_tokenizer):
     assert torch.equal(off[1][..., [j for j in range(64) if j not in (0, 5, 63)]],
                        plain[1][..., [j for j in range(64) if j not in (0, 5, 63)]])
     assert not torch.allclose(off_logits, plain_logits)
+    with deactivate_neurons(model, {3: [7]}, value=1.5):  # set rather than deactivated
+        raised, _ = capture()
+    assert torch.equal(raised[3][..., 7], torch.full_like(raised[3][..., 7], 1.5))
+    assert torch.equal(raised[3][..., keep], plain[3][..., keep])
     # removed on exit: the model is its plain self again
     again, again_logits = capture()
     assert torch.equal(again_logits, plain_logits)
