@@ -69,6 +69,10 @@ def test_activation_probability_equals_a_forward_by_hand(arch, bpe_tokenizer):
     assert not torch.equal(got[0], got[1])
 
 
+SITES = {"llama": "mlp.act_fn", "qwen2": "mlp.act_fn", "gemma": "mlp.act_fn", "mistral": "mlp.act_fn",
+         "gpt2": "mlp.act", "xglm": "activation_fn", "bloom": "mlp.gelu_impl"}
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "gemma", "mistral", "xglm", "bloom"])
 def test_every_fixture_architecture_has_an_activation_site(arch, bpe_tokenizer):
     """The site found reads (batch, seq, FFN width) with values of both signs, once per block."""
@@ -77,7 +81,7 @@ def test_every_fixture_architecture_has_an_activation_site(arch, bpe_tokenizer):
 
     model = tiny_model(arch, bpe_tokenizer, seed=1)
     sites = activation_sites(model)
-    assert len(sites) == 4
+    assert len(sites) == 4 and {site.name for site in sites} == {SITES[arch]}
     ids = torch.tensor([bpe_tokenizer(EN[2])["input_ids"]])
     counts, n = positive_counts(model, ids)
     assert n == ids.shape[1] and counts.shape[0] == 4
@@ -94,6 +98,45 @@ def test_an_architecture_without_an_activation_module_is_one_error(bpe_tokenizer
         del block.mlp.act_fn  # a gated MLP whose activation is not a module: down_proj's input is act * up
     with pytest.raises(ModelError, match="cannot find the FFN activation of LlamaForCausalLM block 0"):
         activation_sites(model)
+
+
+def test_a_non_gated_mlp_is_read_at_its_down_projection_input(bpe_tokenizer):
+    """GPT-2 with its activation no longer a registered module: c_proj's input is the same activation."""
+    from xlt.analysis.neurons import activation_sites, positive_counts
+    from xlt.testing import tiny_model
+
+    model = tiny_model("gpt2", bpe_tokenizer, seed=6)
+    ids = torch.tensor([bpe_tokenizer(EN[1])["input_ids"]])
+    want, _ = positive_counts(model, ids)
+    for block in model.transformer.h:
+        act = block.mlp._modules.pop("act")
+        object.__setattr__(block.mlp, "act", act)  # still called by forward, no longer found by name
+    sites = activation_sites(model)
+    assert {(site.name, site.kind) for site in sites} == {("mlp.c_proj (input)", "input")}
+    got, _ = positive_counts(model, ids)
+    assert torch.equal(got, want)
+
+
+def test_an_activation_module_run_twice_per_block_is_refused(bpe_tokenizer):
+    from xlt.analysis.neurons import positive_counts
+    from xlt.errors import ModelError
+    from xlt.testing import tiny_model
+
+    model = tiny_model("llama", bpe_tokenizer)
+    model.model.layers[1].mlp.act_fn = model.model.layers[0].mlp.act_fn  # one module, two blocks
+    with pytest.raises(ModelError, match="ran .* times per block"):
+        positive_counts(model, torch.tensor([[1, 5, 6, 7]]))
+
+
+def test_lines_are_grouped_by_length(bpe_tokenizer):
+    from xlt.analysis.neurons import encode_lines
+
+    lines = EN + DE
+    chunks = list(encode_lines(bpe_tokenizer, lines, max_length=512, buffer=4))
+    assert [len(c) for c in chunks] == [4, 3]
+    for chunk in chunks:
+        assert [len(ids) for ids in chunk] == sorted(len(ids) for ids in chunk)
+    assert sorted(map(tuple, sum(chunks, []))) == sorted(tuple(bpe_tokenizer(t)["input_ids"]) for t in lines)
 
 
 def test_padding_is_excluded(bpe_tokenizer):
@@ -312,6 +355,7 @@ def test_bad_input_is_one_line(tiny_llama_dir, tmp_path, xlt_cli):
         ([f"en={en}", "de"], "--corpus 'de': expected LANG=FILE"),
         ([f"en={en}", f"={en}"], "expected LANG=FILE"),
         ([f"en={en}"], "give at least two"),
+        ([f"en={en}", f"en={en}"], "language 'en' given twice"),
     ]
     for corpus, message in cases:
         proc = xlt_cli("analyze", "neurons", "--model", tiny_llama_dir, "--corpus", *corpus, "--out", tmp_path / "x")
