@@ -152,8 +152,8 @@ def test_padding_is_excluded(bpe_tokenizer):
     assert torch.allclose(one, four, atol=1e-6, rtol=0)
 
 
-def test_max_tokens_cuts_the_corpus(bpe_tokenizer):
-    from xlt.analysis.neurons import activation_probability
+def test_max_tokens_and_max_length_cut_the_corpus(bpe_tokenizer):
+    from xlt.analysis.neurons import activation_probability, line_perplexity
     from xlt.testing import tiny_model
 
     model = tiny_model("llama", bpe_tokenizer, seed=2)
@@ -161,6 +161,10 @@ def test_max_tokens_cuts_the_corpus(bpe_tokenizer):
     assert n == {"en": 10, "de": 10}
     _, n = activation_probability(model, bpe_tokenizer, {"en": EN, "de": DE}, max_length=5)
     assert n == {"en": 5 * len(EN), "de": 5 * len(DE)}  # every line has more than 5 tokens: truncated
+    short = tiny_model("llama", bpe_tokenizer, seed=2, max_positions=6)
+    _, n = activation_probability(short, bpe_tokenizer, {"en": EN, "de": DE}, max_length=512)
+    assert n == {"en": 6 * len(EN), "de": 6 * len(DE)}  # no more than the model's positions
+    assert line_perplexity(short, bpe_tokenizer, EN)["n_tokens"] == 5 * len(EN)
 
 
 def test_perplexity_and_generation_under_deactivation(bpe_tokenizer):
@@ -312,6 +316,8 @@ def test_command_end_to_end(tiny_model_dir, tmp_path, xlt_cli):
     assert probs.shape == (2, 4, 64) and entropy.shape == (4, 64) and probs.dtype == torch.float32
     data = json.loads((out / "neurons.json").read_text())
     assert data["languages"] == ["en", "de"] and data["num_layers"] == 4 and data["ffn_width"] == 64
+    assert data["settings"] == {"lape_quantile": 0.2, "filter_quantile": 0.95, "threshold_quantile": 0.95,
+                                "max_length": 256, "max_tokens": None, "batch_size": 2}  # 512 > the 256 positions
     assert data["n_tokens"]["de"] == sum(len(ids) for ids in _tokens(model_dir, DE))
     # the probabilities are counts over the corpus: multiples of 1 / n_tokens
     scaled = probs[1].double() * data["n_tokens"]["de"]

@@ -324,7 +324,8 @@ def neurons_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--corpus", nargs="+", action="extend", required=True, metavar="LANG=FILE",
                         help="one text file per language, one sequence per line")
     parser.add_argument("--max-tokens", type=int, default=None, help="count at most N tokens per language")
-    parser.add_argument("--max-length", type=int, default=512, help="truncate each line to N tokens")
+    parser.add_argument("--max-length", type=int, default=512,
+                        help="truncate each line to N tokens (at most the model's positions)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     parser.add_argument("--lape-quantile", type=float, default=0.01,
                         help="select this share of all neurons, lowest LAPE first (the paper: 0.01)")
@@ -408,7 +409,9 @@ def neurons_command(argv: list[str], prog: str) -> int:
     payload = selection.to_dict()
     payload.update(model=args.model, adapter=args.adapter, corpora=corpora, n_tokens=n_tokens,
                    num_layers=int(probabilities.shape[1]), ffn_width=int(probabilities.shape[2]))
-    payload["settings"].update(max_length=args.max_length, max_tokens=args.max_tokens, batch_size=args.batch_size)
+    from xlt.analysis.neurons import sequence_limit
+
+    payload["settings"].update(max_length=sequence_limit(model, args.max_length), max_tokens=args.max_tokens, batch_size=args.batch_size)
     if args.steer_lines or prompts:
         steering: dict = {}
         conditions = [None] + languages

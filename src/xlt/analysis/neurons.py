@@ -155,6 +155,15 @@ def positive_counts(model, input_ids, attention_mask=None, *, sites=None):
     return torch.stack(counts), int(real.sum())
 
 
+def sequence_limit(model, max_length: int) -> int:
+    """``max_length``, lowered to the model's number of positions where it has fewer."""
+    from xlt.models import unwrap_model
+
+    config = unwrap_model(model).config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return min(max_length, limit) if limit else max_length
+
+
 def _batches(ids: Sequence[list[int]], batch_size: int, pad: int) -> Iterator[tuple[Any, Any]]:
     import torch
 
@@ -199,7 +208,8 @@ def activation_probability(model, tokenizer, corpora: Mapping[str, Iterable[str]
                            max_length: int = 512, max_tokens: int | None = None,
                            progress: Callable[[str, int], Any] | None = None):
     """Activation probabilities ``(languages, layers, width)`` float32 and the tokens counted per
-    language, streamed over ``corpora`` (language -> lines of text, each line one sequence).
+    language, streamed over ``corpora`` (language -> lines of text, each line one sequence,
+    truncated to ``max_length`` or the model's positions, whichever is fewer).
 
     Memory is bounded by one batch's forward pass and ``(layers, width)`` counts per language.
     ``progress(language, n_tokens)`` is called after each batch.
@@ -211,6 +221,7 @@ def activation_probability(model, tokenizer, corpora: Mapping[str, Iterable[str]
     if batch_size < 1 or max_length < 1:
         raise ConfigError(f"batch size and max length must be >= 1, got {batch_size} and {max_length}")
     sites = activation_sites(model)
+    max_length = sequence_limit(model, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     probabilities, n_tokens = [], {}
     for language, lines in corpora.items():
@@ -387,12 +398,14 @@ def deactivate_neurons(model, neurons: Mapping[int, Sequence[int]] | Iterable[tu
 
 
 def line_perplexity(model, tokenizer, lines: Sequence[str], *, batch_size: int = 8, max_length: int = 512) -> dict:
-    """Perplexity of ``lines`` (each its own sequence, truncated to ``max_length``): ``exp`` of the
+    """Perplexity of ``lines`` (each its own sequence, truncated to ``max_length`` or the model's
+    positions): ``exp`` of the
     mean next-token NLL over every predicted real token. Returns ``{"ppl", "nll", "n_tokens"}``."""
     import torch
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_length = sequence_limit(model, max_length)
     encoded = [ids for ids in tokenizer(list(lines), truncation=True, max_length=max_length)["input_ids"]
                if len(ids) >= 2]
     if not encoded:
