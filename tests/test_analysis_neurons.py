@@ -368,3 +368,25 @@ def test_bad_input_is_one_line(tiny_llama_dir, tmp_path, xlt_cli):
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
         assert not (tmp_path / "x").exists()
+
+
+def test_adapter_is_applied(tiny_llama_dir, tmp_path):
+    """Probabilities of base + adapter equal those of the model with the adapter folded in."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from xlt.analysis.neurons import activation_probability
+    from xlt.models import load_model
+
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["gate_proj", "q_proj"],
+                                           task_type="CAUSAL_LM", init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    folded = peft_model.merge_and_unload().eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    corpora = {"en": EN, "de": DE}
+    got, _ = activation_probability(load_model(tiny_llama_dir, adapter=tmp_path / "adapter").eval(), tokenizer, corpora)
+    want, _ = activation_probability(folded, tokenizer, corpora)
+    plain, _ = activation_probability(AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval(), tokenizer, corpora)
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    assert not torch.equal(got, plain)
