@@ -159,6 +159,14 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["field 'prompt'"]),
     ("lens-zero-batch", "analyze lens --model {model} --prompts {pairs} --batch-size 0 --out {out}",
      ["--batch-size", "0"]),
+    ("neurons-missing-corpus", "analyze neurons --model {model} --corpus en={corpus} de={missing} --out {out}",
+     ["does_not_exist", "no such corpus file"]),
+    ("neurons-corpus-without-lang", "analyze neurons --model {model} --corpus en={corpus} {corpus} --out {out}",
+     ["--corpus", "LANG=FILE"]),
+    ("neurons-latin1-corpus", "analyze neurons --model {model} --corpus en={corpus} de={latin1_txt} --out {out}",
+     ["latin1.txt", "utf-8"]),
+    ("neurons-lape-quantile-zero", "analyze neurons --model {model} --corpus en={corpus} de={corpus} "
+     "--lape-quantile 0 --out {out}", ["--lape-quantile", "0"]),
     ("lslo-export-missing", "lslo export --adapter {missing} --src qaa --tgt qab --out {out}", ["does_not_exist"]),
     ("lslo-export-not-lslo", "lslo export --adapter {lora_a} --src qaa --tgt qab --out {out}", ["lora_a"]),
     # --- demo

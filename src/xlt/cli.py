@@ -67,6 +67,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
                        "layer-wise hidden-state and gradient similarity of parallel inputs"),
         "lens": ("xlt.analysis.cli:lens_command",
                  "the logit lens at every layer: p(target), p(pivot translation), entropy"),
+        "neurons": ("xlt.analysis.cli:neurons_command",
+                    "language-specific FFN neurons by activation-probability entropy (LAPE), steering"),
     },
     "lslo": {
         "export": ("xlt.lslo.cli:export_command",

@@ -1,5 +1,6 @@
-"""``xlt analyze similarity`` (layer-wise hidden-state and gradient similarity of parallel inputs) and
-``xlt analyze lens`` (the logit lens by layer)."""
+"""``xlt analyze similarity`` (layer-wise hidden-state and gradient similarity of parallel inputs),
+``xlt analyze lens`` (the logit lens by layer) and ``xlt analyze neurons`` (language-specific
+neurons by LAPE, and steering by deactivating them)."""
 
 from __future__ import annotations
 
@@ -281,4 +282,169 @@ def lens_command(argv: list[str], prog: str) -> int:
                                                 f"share their first token)" if dropped else "")
           + f"; p_target/p_pivot by layer 1..{payload['num_layers']}: {curve}")
     print(summary_line(prog, "logit lens by layer (lens.json, lens.png)", args.out))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# xlt analyze neurons
+
+NEURONS_DESCRIPTION = """Language-specific neurons by activation-probability entropy (LAPE; Tang et al., ACL 2024):
+per FFN neuron and language, the share of the language's tokens on which the neuron's activation
+(the output of the FFN's activation function, before the gate product) is above 0; the entropy of
+those probabilities normalised over the languages (LAPE); the neurons of lowest LAPE, assigned to
+the languages on which they fire often. --corpus LANG=FILE per language (UTF-8 text, one sequence
+per line). Writes neurons.safetensors, neurons.json and neurons.png to --out; with --steer-lines
+and --steer-prompts, the perplexity and greedy generations with each language's neurons
+deactivated too."""
+
+
+def parse_corpus_args(values: list[str]) -> dict[str, str]:
+    """``["en=a.txt", "fr=b.txt"]`` -> ``{"en": "a.txt", "fr": "b.txt"}``, each file checked."""
+    corpora: dict[str, str] = {}
+    for value in values:
+        language, sep, path = value.partition("=")
+        if not sep or not language.strip() or not path.strip():
+            raise ConfigError(f"--corpus {value!r}: expected LANG=FILE, e.g. --corpus en=wiki.en.txt")
+        if language in corpora:
+            raise ConfigError(f"--corpus: language {language!r} given twice")
+        if not Path(path).is_file():
+            raise DataError("no such corpus file" if not Path(path).exists() else "is not a file", path=path)
+        corpora[language] = path
+    if len(corpora) < 2:
+        raise ConfigError(f"--corpus: LAPE compares languages, give at least two (got {len(corpora)})")
+    return corpora
+
+
+def neurons_command(argv: list[str], prog: str) -> int:
+    from xlt.config import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=NEURONS_DESCRIPTION)
+    parser.add_argument("--model", required=True, help="causal LM (directory or hub id)")
+    parser.add_argument("--adapter", default=None, help="PEFT adapter applied on top of --model")
+    parser.add_argument("--corpus", nargs="+", action="extend", required=True, metavar="LANG=FILE",
+                        help="one text file per language, one sequence per line")
+    parser.add_argument("--max-tokens", type=int, default=None, help="count at most N tokens per language")
+    parser.add_argument("--max-length", type=int, default=512,
+                        help="truncate each line to N tokens (at most the model's positions)")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    parser.add_argument("--lape-quantile", type=float, default=0.01,
+                        help="select this share of all neurons, lowest LAPE first (the paper: 0.01)")
+    parser.add_argument("--filter-quantile", type=float, default=0.95,
+                        help="candidates fire above this percentile of all probabilities on some language (0.95)")
+    parser.add_argument("--threshold-quantile", type=float, default=0.95,
+                        help="a selected neuron belongs to a language whose probability is above this "
+                             "percentile of all probabilities (0.95)")
+    parser.add_argument("--steer-lines", type=int, default=0,
+                        help="perplexity of each corpus's first N lines with each language's neurons "
+                             "deactivated (0: off)")
+    parser.add_argument("--steer-prompts", default=None,
+                        help="text file, one prompt per line: greedy generations with each language's "
+                             "neurons deactivated")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="--steer-prompts: tokens generated")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16, float16, auto)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files")
+    args = parser.parse_args(argv)
+
+    from itertools import islice
+
+    from tqdm.auto import tqdm
+
+    from xlt.analysis.neurons import (activation_probability, deactivate_neurons, greedy_generate,
+                                      line_perplexity, select_neurons)
+    from xlt.analysis.plots import plot_neuron_counts
+    from xlt.io import atomic_dir, check_output, summary_line, write_json
+    from xlt.models import load_model, load_tokenizer
+    from xlt.pretrain.data import iter_lines
+
+    for name, value, low in (("--max-tokens", args.max_tokens, 1), ("--max-length", args.max_length, 1),
+                             ("--batch-size", args.batch_size, 1), ("--steer-lines", args.steer_lines, 0),
+                             ("--max-new-tokens", args.max_new_tokens, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be >= {low}, got {value}")
+    for name, value in (("--lape-quantile", args.lape_quantile), ("--filter-quantile", args.filter_quantile),
+                        ("--threshold-quantile", args.threshold_quantile)):
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"{name} must be in (0, 1], got {value}")
+    corpora = parse_corpus_args(args.corpus)
+    for path in corpora.values():  # read through once: a bad file fails now, not after hours of counting
+        if not sum(1 for _ in iter_lines([path])):
+            raise DataError("no text (only empty lines)", path=path)
+    prompts = None
+    if args.steer_prompts:
+        if not Path(args.steer_prompts).is_file():
+            raise DataError("no such prompt file", path=args.steer_prompts)
+        prompts = list(iter_lines([args.steer_prompts]))
+        if not prompts:
+            raise DataError("no prompt", path=args.steer_prompts)
+    check_output(args.out, args.overwrite)
+    model = load_model(args.model, kind="causal", dtype=args.dtype, device=args.device, adapter=args.adapter,
+                       allow_pickle=args.allow_pickle).eval()
+    tokenizer = load_tokenizer(args.adapter or args.model)
+    bars = {}
+
+    def progress(language: str, n: int) -> None:
+        if language not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[language] = tqdm(total=args.max_tokens, desc=f"neurons {language}", unit="tok", leave=False)
+        bars[language].update(n)
+
+    try:
+        probabilities, n_tokens = activation_probability(
+            model, tokenizer, {lang: iter_lines([path]) for lang, path in corpora.items()},
+            batch_size=args.batch_size, max_length=args.max_length, max_tokens=args.max_tokens, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    from xlt.analysis.neurons import lape
+
+    languages = list(corpora)
+    entropy = lape(probabilities)
+    selection = select_neurons(probabilities, languages, lape_quantile=args.lape_quantile,
+                               filter_quantile=args.filter_quantile, threshold_quantile=args.threshold_quantile,
+                               entropy=entropy)
+    payload = selection.to_dict()
+    payload.update(model=args.model, adapter=args.adapter, corpora=corpora, n_tokens=n_tokens,
+                   num_layers=int(probabilities.shape[1]), ffn_width=int(probabilities.shape[2]))
+    from xlt.analysis.neurons import sequence_limit
+
+    payload["settings"].update(max_length=sequence_limit(model, args.max_length), max_tokens=args.max_tokens, batch_size=args.batch_size)
+    if args.steer_lines or prompts:
+        steering: dict = {}
+        conditions = [None] + languages
+        if args.steer_lines:
+            texts = {lang: list(islice(iter_lines([path]), args.steer_lines)) for lang, path in corpora.items()}
+            ppl = {}
+            for off in tqdm(conditions, desc="steering ppl", leave=False):
+                with deactivate_neurons(model, selection.by_layer(off) if off else {}):
+                    ppl[off or "none"] = {lang: line_perplexity(model, tokenizer, lines, batch_size=args.batch_size,
+                                                                max_length=args.max_length)["ppl"]
+                                          for lang, lines in texts.items()}
+            steering["ppl"] = ppl
+        if prompts:
+            generations = {}
+            for off in tqdm(conditions, desc="steering generation", leave=False):
+                with deactivate_neurons(model, selection.by_layer(off) if off else {}):
+                    generations[off or "none"] = greedy_generate(model, tokenizer, prompts,
+                                                                 max_new_tokens=args.max_new_tokens)
+            steering["prompts"] = prompts
+            steering["generations"] = generations
+        payload["steering"] = steering
+    from safetensors.torch import save_file
+
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        save_file({"activation_probability": probabilities.contiguous(), "lape": entropy.contiguous()},
+                  str(tmp / "neurons.safetensors"), metadata={"languages": ",".join(languages)})
+        write_json(tmp / "neurons.json", payload)
+        plot_neuron_counts(selection.counts_per_layer(), tmp / "neurons.png")
+    counts = ", ".join(f"{lang} {len(selection.neurons[lang])}" for lang in languages)
+    print(f"{sum(n_tokens.values())} tokens over {len(languages)} languages; {selection.n_selected} neurons of "
+          f"lowest LAPE selected; per language: {counts}")
+    if args.steer_lines:
+        for off, row in payload["steering"]["ppl"].items():
+            print(f"ppl with {off} neurons deactivated: " + ", ".join(f"{lang} {v:.4g}" for lang, v in row.items()))
+    print(summary_line(prog, "language-specific neurons (neurons.safetensors, neurons.json, neurons.png)", args.out))
     return 0

@@ -102,3 +102,29 @@ def plot_lens(layers: Sequence[int], summary: Mapping[str, Mapping[str, Sequence
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_neuron_counts(counts: Mapping[str, Sequence[int]], path: str | os.PathLike,
+                       *, title: str = "Language-specific neurons per layer") -> None:
+    """One line per language: how many of its selected neurons lie in each layer (0-based blocks).
+
+    ``counts``: language -> per-layer counts (see ``NeuronSelection.counts_per_layer``).
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for language, values in counts.items():
+        ax.plot(range(len(values)), list(values), marker="o", markersize=3, label=f"{language} ({sum(values)})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer (block, from 0)")
+    ax.set_ylabel("neurons")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    if counts:
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
