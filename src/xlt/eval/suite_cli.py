@@ -170,10 +170,12 @@ def suite_command(argv: list[str], prog: str) -> int:
         revision = getattr(model.config, "_commit_hash", None)
         unit_settings = {id(unit): s for unit, s in pending}
 
-        def write_part(unit, metrics):
-            write_json(_part_path(out, unit.task, unit.language),
-                       {"task": unit.task, "language": unit.language, "settings": unit_settings[id(unit)],
-                        "metrics": metrics, "revision": revision, VERSIONS_KEY: package_versions()})
+        def write_part(unit, metrics, items):
+            part = {"task": unit.task, "language": unit.language, "settings": unit_settings[id(unit)],
+                    "metrics": metrics, "revision": revision, VERSIONS_KEY: package_versions()}
+            if items is not None:
+                part["items"] = items  # what xlt eval compare pairs runs by
+            write_json(_part_path(out, unit.task, unit.language), part)
             results[unit.task][unit.language] = metrics
 
         evaluate_suite(model, tokenizer, [unit for unit, _ in pending], shots=args.shots, seed=args.seed,
