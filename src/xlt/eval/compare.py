@@ -87,7 +87,19 @@ def _stream(seed: int, *names: str) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(name.encode("utf-8")) for name in names)])
 
 
-def check_comparable(runs: Sequence[SuiteRun], baseline: int, metric: str) -> None:
+#: the per-item value compared when none is named: the first of these a task has
+DEFAULT_METRICS = ("acc", "exact_match_flexible", "exact_match")
+
+
+def task_metric(per_language: dict[str, dict[str, list]], metric: str | None) -> str | None:
+    """``metric``, or the first of :data:`DEFAULT_METRICS` the task's items carry."""
+    if metric is not None:
+        return metric
+    first = next(iter(per_language.values()), {})
+    return next((name for name in DEFAULT_METRICS if name in first), None)
+
+
+def check_comparable(runs: Sequence[SuiteRun], baseline: int, metric: str | None) -> None:
     """Raise a one-line :class:`ConfigError` naming the first run that differs from the baseline
     in settings, tasks, languages, scoring rule, prompts or items, and what differs."""
     base = runs[baseline]
@@ -124,20 +136,23 @@ def check_comparable(runs: Sequence[SuiteRun], baseline: int, metric: str) -> No
                                           f"{base.label}'s (other text or demonstrations)")
     for run in runs:
         for task, per_language in run.items.items():
+            name = task_metric(base.items[task], metric)
             for lang, values in per_language.items():
-                if metric not in values:
-                    raise ConfigError(f"{run.label}: {task} {lang} has no per-item {metric!r} "
+                if name not in values:
+                    raise ConfigError(f"{run.label}: {task} {lang} has no per-item {name!r} "
                                       f"(it has {', '.join(k for k in values if k != 'key')})")
 
 
-def compare_runs(runs: Sequence[SuiteRun], *, baseline: int = 0, metric: str = "acc", level: float = 0.95,
+def compare_runs(runs: Sequence[SuiteRun], *, baseline: int = 0, metric: str | None = None, level: float = 0.95,
                  n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
-    """Each run's ``metric`` per task and language, and each run's difference from
+    """Each run's ``metric`` (default: per task, the first of :data:`DEFAULT_METRICS` it has:
+    ``acc`` for multiple choice, ``exact_match_flexible`` for MGSM) per task and language, and
+    each run's difference from
     ``runs[baseline]`` with its paired bootstrap interval (:func:`bootstrap_difference`), per
     language and for the task's mean over languages.
 
     Returns ``{"metric", "level", "n_boot", "seed", "baseline": label, "runs": [labels],
-    "models": [...], "tasks": {task: {"languages": {lang: ROW}, "mean": ROW}}}`` where ROW is
+    "models": [...], "tasks": {task: {"metric", "languages": {lang: ROW}, "mean": ROW}}}`` where ROW is
     ``{"n": items, "scores": {label: value}, "differences": {label: {"difference", "low",
     "high"}}}`` (no entry for the baseline itself). Refuses runs that are not comparable
     (:func:`check_comparable`).
@@ -155,9 +170,10 @@ def compare_runs(runs: Sequence[SuiteRun], *, baseline: int = 0, metric: str = "
                            "baseline": base.label, "runs": labels, "models": [run.model for run in runs],
                            "tasks": {}}
     for task, per_language in base.items.items():
+        name = task_metric(per_language, metric)
         rows = {}
         for lang in per_language:
-            values = {run.label: np.asarray(run.items[task][lang][metric], dtype=np.float64) for run in runs}
+            values = {run.label: np.asarray(run.items[task][lang][name], dtype=np.float64) for run in runs}
             row = {"n": int(values[base.label].size),
                    "scores": {label: float(v.mean()) for label, v in values.items()}, "differences": {}}
             for run in runs:
@@ -171,16 +187,17 @@ def compare_runs(runs: Sequence[SuiteRun], *, baseline: int = 0, metric: str = "
                 "differences": {}}
         for run in runs:
             if run is not base:
-                strata = [(base.items[task][lang][metric], run.items[task][lang][metric]) for lang in per_language]
+                strata = [(base.items[task][lang][name], run.items[task][lang][name]) for lang in per_language]
                 d, low, high = bootstrap_difference([a for a, _ in strata], [b for _, b in strata], level=level,
                                                     n_boot=n_boot, rng=_stream(seed, task, "mean", run.label))
                 mean["differences"][run.label] = {"difference": d, "low": low, "high": high}
-        out["tasks"][task] = {"languages": rows, "mean": mean}
+        out["tasks"][task] = {"metric": name, "languages": rows, "mean": mean}
     return out
 
 
 def comparison_markdown(comparison: dict[str, Any], *, percent: bool = True) -> str:
-    """A markdown table: one row per (task, language) and one per task mean; a column per run's
+    """A markdown table: one row per (task, language) and one per task mean, with the metric
+    compared; a column per run's
     score, then one per other run with its difference from the baseline and the interval, all in
     percentage points (``percent``, one decimal) or as they are (three decimals)."""
     base, labels = comparison["baseline"], comparison["runs"]
@@ -192,11 +209,11 @@ def comparison_markdown(comparison: dict[str, Any], *, percent: bool = True) -> 
             f"{value:.1f}" if percent else f"{value:.3f}"
 
     level = f"{100 * comparison['level']:g} %"
-    head = ["task", "language", "n", *labels, *(f"{label} − {base} [{level} CI]" for label in others)]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    head = ["task", "metric", "language", "n", *labels, *(f"{label} − {base} [{level} CI]" for label in others)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for task, entry in comparison["tasks"].items():
         for lang, row in [*entry["languages"].items(), ("mean", entry["mean"])]:
-            cells = [task, f"**{lang}**" if lang == "mean" else lang, str(row["n"]),
+            cells = [task, entry["metric"], f"**{lang}**" if lang == "mean" else lang, str(row["n"]),
                      *(number(row["scores"][label]) for label in labels)]
             for label in others:
                 d = row["differences"][label]

@@ -44,6 +44,18 @@ class PerplexityUnit:
     task: str = "ppl"
 
 
+@dataclass
+class MgsmUnit:
+    """One language of MGSM: its test items (:func:`xlt.eval.mgsm.mgsm_items`), answered directly
+    with the language's prompt (:class:`xlt.eval.mgsm.MgsmTask`)."""
+
+    language: str
+    task_spec: Any  # xlt.eval.mgsm.MgsmTask
+    test: list
+    max_new_tokens: int = 256
+    task: str = "mgsm"
+
+
 def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: int = 8) -> dict[str, Any]:
     """``{"bits_per_byte", "ppl", "n_bytes", "n_tokens"}`` of ``unit``'s text."""
     from xlt.eval.ppl import sliding_window_perplexity, token_stream
@@ -54,7 +66,7 @@ def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: in
     return {key: out[key] for key in ("bits_per_byte", "ppl", "n_bytes", "n_tokens")}
 
 
-def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit], *, shots: int = 0, seed: int = 0,
+def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit | MgsmUnit], *, shots: int = 0, seed: int = 0,
                    batch_size: int = 16, share_prefix: bool = True,
                    on_result: Callable[[SuiteUnit, dict[str, Any], dict[str, list] | None], None] | None = None,
                    progress: bool = False) -> Results:
@@ -62,7 +74,9 @@ def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit]
     (the rule of :func:`xlt.eval.icl.select_demonstrations`). Returns ``{task: {language:
     {"acc", "acc_norm" (lm-eval rule), "n"}}}``; ``on_result(unit, metrics, items)`` is called
     after each, ``items`` being the per-item values of a task (:func:`item_values`; ``None`` for
-    a :class:`PerplexityUnit`), what ``xlt eval compare`` pairs runs by."""
+    a :class:`PerplexityUnit`), what ``xlt eval compare`` pairs runs by. An :class:`MgsmUnit`
+    reports ``{"exact_match", "exact_match_flexible", "n"}`` (:func:`xlt.eval.mgsm.evaluate_mgsm`)
+    and its items carry the completions too (``predictions``)."""
     import sys
 
     from tqdm import tqdm
@@ -71,6 +85,16 @@ def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit]
     bar = tqdm(units, desc="suite", unit="task", file=sys.stderr, disable=None if progress else True, leave=False)
     for unit in bar:
         bar.set_postfix_str(f"{unit.task} {unit.language}")
+        if isinstance(unit, MgsmUnit):
+            from xlt.eval.mgsm import evaluate_mgsm
+
+            metrics, per_item, predictions = evaluate_mgsm(
+                model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),
+                stop=unit.task_spec.stop, max_new_tokens=unit.max_new_tokens, batch_size=batch_size)
+            results.setdefault(unit.task, {})[unit.language] = metrics
+            if on_result is not None:
+                on_result(unit, metrics, dict(per_item, predictions=predictions))
+            continue
         if isinstance(unit, PerplexityUnit):
             metrics = perplexity_metrics(model, tokenizer, unit, batch_size=batch_size)
             results.setdefault(unit.task, {})[unit.language] = metrics
