@@ -80,6 +80,14 @@ def test_compare_runs_scores_differences_and_the_task_mean():
     assert "| sib200 | acc | en | 4 | 50.0 | 100.0 | +50.0 [" in table
     assert f"| sib200 | acc | **mean** | 10 | {100 * (0.5 + 2 / 6) / 2:.1f} | {100 * (1 + 4 / 6) / 2:.1f} |" in table
     assert compare_runs([a, b], n_boot=300, seed=1) == out  # deterministic by seed
+    # languages listed in another order are the same languages; rows follow the baseline's order
+    b_reordered = _run("B", {"sib200": dict(reversed(list(b.items["sib200"].items())))})
+    again = compare_runs([a, b_reordered], n_boot=300, seed=1)
+    assert again["tasks"]["sib200"] == out["tasks"]["sib200"]
+    assert list(again["tasks"]["sib200"]["languages"]) == ["en", "fr"]
+    # nothing with per-item values (a suite of bits per byte only): refused
+    with pytest.raises(ConfigError, match="A: no task with per-item values to compare"):
+        compare_runs([_run("A", {}), _run("B", {})])
 
 
 @pytest.mark.parametrize("change,message", [

@@ -101,7 +101,8 @@ def task_metric(per_language: dict[str, dict[str, list]], metric: str | None) ->
 
 def check_comparable(runs: Sequence[SuiteRun], baseline: int, metric: str | None) -> None:
     """Raise a one-line :class:`ConfigError` naming the first run that differs from the baseline
-    in settings, tasks, languages, scoring rule, prompts or items, and what differs."""
+    in settings, tasks, languages (in any order), scoring rule, prompts or items (in order), and
+    what differs."""
     base = runs[baseline]
     for run in runs:
         if run is base:
@@ -110,12 +111,12 @@ def check_comparable(runs: Sequence[SuiteRun], baseline: int, metric: str | None
             if run.settings.get(key) != base.settings.get(key):
                 raise ConfigError(f"{run.label}: {key} {run.settings.get(key)!r} differs from the baseline "
                                   f"{base.label}'s {base.settings.get(key)!r}")
-        if list(run.items) != list(base.items):
+        if set(run.items) != set(base.items):
             raise ConfigError(f"{run.label}: tasks {', '.join(run.items) or '(none)'} differ from the baseline "
                               f"{base.label}'s {', '.join(base.items) or '(none)'}")
         for task, per_language in base.items.items():
             theirs = run.items[task]
-            if list(theirs) != list(per_language):
+            if set(theirs) != set(per_language):
                 raise ConfigError(f"{run.label}: {task} languages {', '.join(theirs)} differ from the baseline "
                                   f"{base.label}'s {', '.join(per_language)}")
             for key in ("scoring",):
@@ -166,6 +167,8 @@ def compare_runs(runs: Sequence[SuiteRun], *, baseline: int = 0, metric: str | N
         raise ConfigError(f"two runs have the same name: {', '.join(labels)}")
     check_comparable(runs, baseline, metric)
     base = runs[baseline]
+    if not any(base.items.values()):
+        raise ConfigError(f"{base.label}: no task with per-item values to compare (bits per byte are not compared)")
     out: dict[str, Any] = {"metric": metric, "level": level, "n_boot": n_boot, "seed": seed,
                            "baseline": base.label, "runs": labels, "models": [run.model for run in runs],
                            "tasks": {}}
