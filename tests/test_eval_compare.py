@@ -171,7 +171,8 @@ def test_compare_command_end_to_end(tiny_llama_dir, tmp_path, capsys, monkeypatc
     again = capsys.readouterr().out
 
     def cells(text, lang):
-        return next(line for line in text.splitlines() if line.startswith(f"| sib200 | acc_norm | {lang} |")).split(" | ")
+        start = f"| sib200 | acc_norm | {lang} |"
+        return next(line for line in text.splitlines() if line.startswith(start)).split(" | ")
 
     assert f"| {runs[1]} − {runs[0]} [95 % CI] |" in again
     for lang in ("eng_Latn", "fra_Latn", "**mean**"):

@@ -86,8 +86,8 @@ def compare_command(argv: list[str], prog: str) -> int:
     comparison = compare_runs(runs, baseline=baseline, metric=args.metric, level=args.level, n_boot=args.n_boot,
                               seed=args.seed)
     table = comparison_markdown(comparison)
-    header = (f"# {args.metric or 'scores'} (%) and differences from {comparison['baseline']} (points, paired bootstrap, "
-              f"{args.n_boot} resamples, seed {args.seed})\n\n")
+    header = (f"# {args.metric or 'scores'} (%) and differences from {comparison['baseline']} "
+              f"(points, paired bootstrap, {args.n_boot} resamples, seed {args.seed})\n\n")
     print(header + table)
     written = []
     if args.out is not None:
@@ -96,6 +96,7 @@ def compare_command(argv: list[str], prog: str) -> int:
             handle.write(header + table + "\n")
         written = [out, write_json(out.with_suffix(".json"), comparison)]
     n_cells = sum(len(entry["languages"]) for entry in comparison["tasks"].values())
-    print(summary_line(prog, f"{len(runs)} runs, {len(comparison['tasks'])} task(s), {n_cells} (task, language) "
-                             f"pairs compared with {comparison['baseline']}", *written))
+    what = (f"{len(runs)} runs, {len(comparison['tasks'])} task(s), {n_cells} (task, language) pairs compared "
+            f"with {comparison['baseline']}")
+    print(summary_line(prog, what, *written))
     return 0

@@ -66,9 +66,9 @@ def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: in
     return {key: out[key] for key in ("bits_per_byte", "ppl", "n_bytes", "n_tokens")}
 
 
-def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit | MgsmUnit], *, shots: int = 0, seed: int = 0,
-                   batch_size: int = 16, share_prefix: bool = True,
-                   on_result: Callable[[SuiteUnit, dict[str, Any], dict[str, list] | None], None] | None = None,
+def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit | MgsmUnit], *, shots: int = 0,
+                   seed: int = 0, batch_size: int = 16, share_prefix: bool = True,
+                   on_result: Callable[[Any, dict[str, Any], dict[str, list] | None], None] | None = None,
                    progress: bool = False) -> Results:
     """Score every unit with ``shots`` demonstrations drawn from its ``dev`` items with ``seed``
     (the rule of :func:`xlt.eval.icl.select_demonstrations`). Returns ``{task: {language:

@@ -250,7 +250,7 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
     if any(task != "mgsm" for task in templates):
         sections.append(f"# {name}: accuracy (%), {args.shots}-shot\n\n{suite_markdown(ordered, 'acc')}\n")
     if "mgsm" in templates:
-        rows = {f"mgsm ({label})": {lang: {"exact_match": metrics[metric]} for lang, metrics in ordered["mgsm"].items()}
+        rows = {f"mgsm ({label})": {lang: {"exact_match": m[metric]} for lang, m in ordered["mgsm"].items()}
                 for label, metric in (("flexible-extract", "exact_match_flexible"),
                                       ("remove_whitespace", "exact_match"))}
         sections.append(f"# {name}: MGSM exact match (%), 0-shot direct answers\n\n"
