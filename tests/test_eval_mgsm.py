@@ -233,3 +233,46 @@ def test_hub_default_reads_juletxara_mgsm_test_split_per_language(monkeypatch):
     items = read_eval_split(source, task, ["sw", "th"])
     assert calls == [("juletxara/mgsm", "sw", "test", "mgsm"), ("juletxara/mgsm", "th", "test", "mgsm")]
     assert [it.label for it in items["th"]] == ["5", "24", "6"] and items["sw"][0].lang == "sw"
+
+
+@pytest.mark.slow
+def test_completions_and_scores_equal_the_harness_mgsm_direct(tiny_llama_dir, tmp_path):
+    """The harness's own mgsm_direct_de task file on the same local rows (8 new tokens at most):
+    the same prompts, the same completions and the same scores under both filters."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from pathlib import Path
+
+    from xlt.eval.lm_eval_bridge import run_lm_eval
+    from xlt.eval.mgsm import evaluate_mgsm, load_mgsm_task, mgsm_items
+    from xlt.eval.readers import dataset_rows
+    from xlt.models import load_model, load_tokenizer
+
+    model, tokenizer = load_model(tiny_llama_dir, dtype="float32").eval(), load_tokenizer(tiny_llama_dir)
+    rows = MGSM_ROWS + [dict(r, question=r["question"] + " Think.", answer_number=7) for r in MGSM_ROWS]
+    data = _write_jsonl(tmp_path / "de.jsonl", rows)
+    include = Path(lm_eval.__file__).parent / "tasks" / "mgsm" / "direct" / "mgsm_direct_de.yaml"
+    local = tmp_path / "tasks"
+    local.mkdir()
+    (local / "local.yaml").write_text(
+        f"include: {include}\ntask: xlt_local_mgsm\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\ntraining_split: null\n"
+        "generation_kwargs:\n  until: [\"\\n\\n\", \"\\n\"]\n  do_sample: false\n  temperature: 0.0\n"
+        "  max_gen_toks: 8\n", encoding="utf-8")
+    harness = run_lm_eval(model, tokenizer, ["xlt_local_mgsm"], include_path=[str(local)], log_samples=True,
+                          batch_size=4)
+    items = mgsm_items(dataset_rows(data))
+    metrics, per_item, predictions = evaluate_mgsm(model, tokenizer, items, prompt=load_mgsm_task().prompt_for("de"),
+                                                   max_new_tokens=8, batch_size=4)
+    samples = {}
+    for sample in harness["samples"]["xlt_local_mgsm"]:
+        samples.setdefault(sample["doc_id"], {})[sample["filter"]] = sample
+    assert len(samples) == len(rows)
+    for k, prediction in enumerate(predictions):
+        sample = samples[k]["flexible-extract"]
+        assert prediction["prompt"] == sample["arguments"][0][0] and sample["target"] == prediction["target"]
+        assert prediction["completion"] == sample["resps"][0][0]
+        assert per_item["exact_match_flexible"][k] == samples[k]["flexible-extract"]["exact_match"]
+        assert per_item["exact_match"][k] == samples[k]["remove_whitespace"]["exact_match"]
+    results = harness["results"]["xlt_local_mgsm"]
+    assert metrics["exact_match_flexible"] == pytest.approx(results["exact_match,flexible-extract"])
+    assert metrics["exact_match"] == pytest.approx(results["exact_match,remove_whitespace"])
