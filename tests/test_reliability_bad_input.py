@@ -142,6 +142,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("ppl-latin1", "eval ppl --model {model} --corpus {latin1_txt} --output {out}", ["latin1.txt", "utf-8"]),
     ("suite-task-without-data", "eval suite --model {model} --tasks xnli --languages en --out {out}",
      ["xnli", "--data"]),
+    ("compare-not-a-suite-run", "eval compare {missing} {model} --out {out}", ["does_not_exist", "results.json"]),
     ("lm-eval-missing-model", "eval lm-eval --model {missing} --tasks arc_easy --output {out}",
      ["does_not_exist"]),
     ("lm-eval-negative-fewshot", "eval lm-eval --model {model} --tasks arc_easy --num-fewshot -1 --output {out}",

@@ -61,6 +61,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "ppl": ("xlt.eval.ppl_cli:ppl_command", "per-language perplexity with a sliding window"),
         "suite": ("xlt.eval.suite_cli:suite_command",
                   "several multiple-choice tasks x languages: results.json, a table, a heat map"),
+        "compare": ("xlt.eval.compare_cli:compare_command",
+                    "runs of eval suite side by side, paired bootstrap intervals per task and language"),
     },
     "analyze": {
         "similarity": ("xlt.analysis.cli:similarity_command",

@@ -7,6 +7,8 @@ Public API (imported lazily, so ``import xlt.eval`` stays light):
 * :func:`load_template` — a shipped or YAML prompt template (:mod:`xlt.eval.templates`)
 * :func:`run_lm_eval` — lm-evaluation-harness on an in-memory model (:mod:`xlt.eval.lm_eval_bridge`)
 * :func:`xlt.eval.mt.evaluate` — what ``xlt eval mt`` runs: every direction, BLEU / chrF per system
+* :func:`compare_runs` — suite runs side by side, paired bootstrap intervals (:mod:`xlt.eval.compare`)
+* :func:`evaluate_mgsm` — MGSM direct answers, the harness's number exact match (:mod:`xlt.eval.mgsm`)
 * :func:`wrong_language_rate` — share of outputs not in the expected language (:mod:`xlt.eval.language_id`)
 """
 
@@ -29,6 +31,9 @@ _EXPORTS = {
     "afp_sequence_scores": "xlt.eval.scoring",
     "run_lm_eval": "xlt.eval.lm_eval_bridge",
     "wrong_language_rate": "xlt.eval.language_id",
+    "compare_runs": "xlt.eval.compare",
+    "bootstrap_difference": "xlt.eval.compare",
+    "evaluate_mgsm": "xlt.eval.mgsm",
     "identify_languages": "xlt.eval.language_id",
 }
 

@@ -53,6 +53,7 @@ class ItemResult:
     pred_norm: int | None
     greedy: list[bool]
     where: str = ""
+    key: str = ""  # a digest of the item's gold and request texts: the same item in two runs has the same key
 
     @property
     def correct(self) -> bool:
@@ -161,6 +162,16 @@ def prepare_choice_items(items: Iterable, demos: Sequence, *, target_delimiter: 
 # Scoring and aggregation
 
 
+def item_key(item: PreparedItem) -> str:
+    """16 hex digits of the SHA-256 of the item's gold index and (context, continuation) texts:
+    equal for the same item, prompt and demonstrations whatever model scores it."""
+    import hashlib
+    import json
+
+    text = json.dumps([item.gold, item.requests], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def score_items(model, tokenizer, items: Sequence[PreparedItem], *, scoring: str = "afp",
                 batch_size: int = 16, progress: bool = False, share_prefix: bool = True) -> list[ItemResult]:
     """Score every choice of every item; ``batch_size`` sequences per forward pass (an item's
@@ -185,7 +196,8 @@ def score_items(model, tokenizer, items: Sequence[PreparedItem], *, scoring: str
         else:
             pred_norm = _argmax([ll / max(1, n) for ll, n in zip(lls, item.norm_lengths)])
         results.append(ItemResult(lang=item.lang, gold=item.gold, loglikelihoods=lls, pred=_argmax(lls),
-                                  pred_norm=pred_norm, greedy=[g for _, g in chunk], where=item.where))
+                                  pred_norm=pred_norm, greedy=[g for _, g in chunk], where=item.where,
+                                  key=item_key(item)))
     return results
 
 

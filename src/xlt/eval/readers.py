@@ -364,10 +364,18 @@ def sib200_items(rows: list[tuple[dict, dict]], task: str = "sib200") -> list[Ra
     return items
 
 
+def mgsm_items(rows: list[tuple[dict, dict]], task: str = "mgsm") -> list[RawItem]:
+    """MGSM rows -> RawItems (:func:`xlt.eval.mgsm.mgsm_items`)."""
+    from xlt.eval.mgsm import mgsm_items as read
+
+    return read(rows, task)
+
+
 #: readers of rows already loaded (from the hub), by reader name
 ROW_READERS: dict[str, Callable[[list[tuple[dict, dict]]], list[RawItem]]] = {
     "belebele": belebele_items,
     "sib200": sib200_items,
+    "mgsm": mgsm_items,
 }
 
 
@@ -384,6 +392,7 @@ READERS: dict[str, Callable[[Path], list[RawItem]]] = {
     "xwinograd": read_xwinograd,
     "belebele": lambda path: belebele_items(dataset_rows(path)),
     "sib200": lambda path: sib200_items(dataset_rows(path)),
+    "mgsm": lambda path: mgsm_items(dataset_rows(path)),
 }
 
 

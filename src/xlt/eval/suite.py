@@ -44,6 +44,18 @@ class PerplexityUnit:
     task: str = "ppl"
 
 
+@dataclass
+class MgsmUnit:
+    """One language of MGSM: its test items (:func:`xlt.eval.mgsm.mgsm_items`), answered directly
+    with the language's prompt (:class:`xlt.eval.mgsm.MgsmTask`)."""
+
+    language: str
+    task_spec: Any  # xlt.eval.mgsm.MgsmTask
+    test: list
+    max_new_tokens: int = 256
+    task: str = "mgsm"
+
+
 def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: int = 8) -> dict[str, Any]:
     """``{"bits_per_byte", "ppl", "n_bytes", "n_tokens"}`` of ``unit``'s text."""
     from xlt.eval.ppl import sliding_window_perplexity, token_stream
@@ -54,13 +66,17 @@ def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: in
     return {key: out[key] for key in ("bits_per_byte", "ppl", "n_bytes", "n_tokens")}
 
 
-def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit], *, shots: int = 0, seed: int = 0,
-                   batch_size: int = 16, share_prefix: bool = True,
-                   on_result: Callable[[SuiteUnit, dict[str, Any]], None] | None = None,
+def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit | MgsmUnit], *, shots: int = 0,
+                   seed: int = 0, batch_size: int = 16, share_prefix: bool = True,
+                   on_result: Callable[[Any, dict[str, Any], dict[str, list] | None], None] | None = None,
                    progress: bool = False) -> Results:
     """Score every unit with ``shots`` demonstrations drawn from its ``dev`` items with ``seed``
     (the rule of :func:`xlt.eval.icl.select_demonstrations`). Returns ``{task: {language:
-    {"acc", "acc_norm" (lm-eval rule), "n"}}}``; ``on_result(unit, metrics)`` is called after each."""
+    {"acc", "acc_norm" (lm-eval rule), "n"}}}``; ``on_result(unit, metrics, items)`` is called
+    after each, ``items`` being the per-item values of a task (:func:`item_values`; ``None`` for
+    a :class:`PerplexityUnit`), what ``xlt eval compare`` pairs runs by. An :class:`MgsmUnit`
+    reports ``{"exact_match", "exact_match_flexible", "n"}`` (:func:`xlt.eval.mgsm.evaluate_mgsm`)
+    and its items carry the completions too (``predictions``)."""
     import sys
 
     from tqdm import tqdm
@@ -69,22 +85,43 @@ def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit]
     bar = tqdm(units, desc="suite", unit="task", file=sys.stderr, disable=None if progress else True, leave=False)
     for unit in bar:
         bar.set_postfix_str(f"{unit.task} {unit.language}")
+        if isinstance(unit, MgsmUnit):
+            from xlt.eval.mgsm import evaluate_mgsm
+
+            metrics, per_item, predictions = evaluate_mgsm(
+                model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),
+                stop=unit.task_spec.stop, max_new_tokens=unit.max_new_tokens, batch_size=batch_size)
+            results.setdefault(unit.task, {})[unit.language] = metrics
+            if on_result is not None:
+                on_result(unit, metrics, dict(per_item, predictions=predictions))
+            continue
         if isinstance(unit, PerplexityUnit):
             metrics = perplexity_metrics(model, tokenizer, unit, batch_size=batch_size)
             results.setdefault(unit.task, {})[unit.language] = metrics
             if on_result is not None:
-                on_result(unit, metrics)
+                on_result(unit, metrics, None)
             continue
         dev = {unit.language: unit.dev} if shots and unit.dev is not None else None
-        table, _ = evaluate_icl(model, tokenizer, template=unit.template, test={unit.language: unit.test},
+        table, item_results = evaluate_icl(model, tokenizer, template=unit.template, test={unit.language: unit.test},
                                 dev=dev, shots=shots, seed=seed, scoring=unit.scoring, batch_size=batch_size,
                                 share_prefix=share_prefix)
         metrics = table[unit.language]
         results.setdefault(unit.task, {})[unit.language] = metrics
         if on_result is not None:
-            on_result(unit, metrics)
+            on_result(unit, metrics, item_values(item_results))
     bar.close()
     return results
+
+
+def item_values(item_results) -> dict[str, list]:
+    """Per-item values of scored items (:class:`xlt.eval.icl.ItemResult`), in order:
+    ``{"key": [digest, ...], "acc": [0/1, ...], "acc_norm": [0/1, ...]}`` (no ``acc_norm``
+    under the afp rule)."""
+    out: dict[str, list] = {"key": [r.key for r in item_results],
+                            "acc": [float(r.pred == r.gold) for r in item_results]}
+    if item_results and all(r.pred_norm is not None for r in item_results):
+        out["acc_norm"] = [float(r.pred_norm == r.gold) for r in item_results]
+    return out
 
 
 def _languages(results: Mapping[str, Mapping[str, Any]]) -> list[str]:

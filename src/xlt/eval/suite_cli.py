@@ -15,10 +15,11 @@ from xlt.errors import ConfigError, DataError
 from xlt.provenance import VERSIONS_KEY, package_versions
 
 DESCRIPTION = """Run multiple-choice tasks (belebele, sib200, pawsx, xnli, xcopa, xstorycloze,
-xwinograd or template YAML files) in several languages with one model and write OUT/results.json
+xwinograd or template YAML files) and MGSM (greedy direct answers, number exact match as
+lm-evaluation-harness's mgsm_direct scores it) in several languages with one model and write OUT/results.json
 (task x language x metric, with the model, prompts and versions), OUT/results.md and
 OUT/heatmap.png; --corpus LANG=FILE adds the language's bits per byte on that text (task 'ppl').
-Belebele and SIB-200 read their hub datasets unless --data gives files; the other
+Belebele, SIB-200 and MGSM read their hub datasets unless --data gives files; the other
 tasks need --data TASK=PATTERN ('{lang}' standing for each language). Resumable: a rerun with the
 same settings scores only the (task, language) pairs not yet in OUT/parts/."""
 
@@ -44,6 +45,8 @@ def build_parser(prog: str):
     parser.add_argument("--last-n", type=int, default=128, help="ppl: targets scored per window")
     parser.add_argument("--scoring", choices=("afp", "lm-eval"), default=None,
                         help="scoring rule for every task (default: each template's)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="mgsm: tokens generated at most per answer (default 256, the harness's)")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     parser.add_argument("--out", required=True, help="output directory (reused to resume)")
     return parser
@@ -79,6 +82,8 @@ def suite_command(argv: list[str], prog: str) -> int:
     from xlt.io import read_json, summary_line, write_json
 
     require_positive("--batch-size", args.batch_size)
+    if args.max_new_tokens is not None:
+        require_positive("--max-new-tokens", args.max_new_tokens)
     if args.limit is not None:
         require_positive("--limit", args.limit)
     if args.shots < 0:
@@ -96,7 +101,15 @@ def suite_command(argv: list[str], prog: str) -> int:
         check_geometry(args.context, args.last_n, None)
     templates = {}
     for name in task_names:  # a template file is known by its 'task' name from here on
-        template = load_template(name)
+        if name == "mgsm":
+            from xlt.eval.mgsm import load_mgsm_task
+
+            template = load_mgsm_task()
+            if args.shots:
+                raise ConfigError(f"mgsm: answered 0-shot (the harness's mgsm_direct); --shots {args.shots} is "
+                                  "for the multiple-choice tasks: run mgsm in another suite")
+        else:
+            template = load_template(name)
         if template.task in templates:
             raise ConfigError(f"--tasks: two templates named {template.task!r}")
         templates[template.task] = template
@@ -111,7 +124,8 @@ def suite_command(argv: list[str], prog: str) -> int:
             dev_data.setdefault(name, default_source(template, dev=True))
             if dev_data[name] is None:
                 raise ConfigError(f"{name}: --shots {args.shots} needs demonstrations; give --dev {name}=PATTERN")
-    scoring = {name: args.scoring or template.scoring for name, template in templates.items()}
+    scoring = {name: template.scoring if name == "mgsm" else args.scoring or template.scoring
+               for name, template in templates.items()}
     out = Path(args.out)
     settings = {"model": args.model, "adapter": args.adapter, "tokenizer": args.tokenizer, "shots": args.shots,
                 "seed": args.seed, "limit": args.limit}
@@ -119,11 +133,13 @@ def suite_command(argv: list[str], prog: str) -> int:
     # what earlier runs finished with the same settings; the rest is read now, before the model
     results: dict[str, dict[str, dict]] = {name: {} for name in task_names}
     pending = []
-    from xlt.eval.suite import SuiteUnit
+    from xlt.eval.suite import MgsmUnit, SuiteUnit
 
     for name, template in templates.items():
         task_settings = dict(settings, data=data[name], dev=dev_data.get(name), scoring=scoring[name],
                              template=template.source)
+        if name == "mgsm":
+            task_settings["max_new_tokens"] = args.max_new_tokens or template.max_new_tokens
         for lang in languages:
             part = _part_path(out, name, lang)
             if part.is_file():
@@ -139,7 +155,11 @@ def suite_command(argv: list[str], prog: str) -> int:
                 test = test[:args.limit]
             dev = read_eval_split(dev_data[name], template, [lang], dev=True)[lang] if args.shots else None
             template.prompt_for(lang)  # a language without a prompt fails before the model loads
-            pending.append((SuiteUnit(name, lang, template, test, dev, scoring[name]), task_settings))
+            if name == "mgsm":
+                unit = MgsmUnit(lang, template, test, args.max_new_tokens or template.max_new_tokens)
+            else:
+                unit = SuiteUnit(name, lang, template, test, dev, scoring[name])
+            pending.append((unit, task_settings))
 
     from xlt.eval.suite import PerplexityUnit
     from xlt.pretrain.data import iter_lines
@@ -170,10 +190,15 @@ def suite_command(argv: list[str], prog: str) -> int:
         revision = getattr(model.config, "_commit_hash", None)
         unit_settings = {id(unit): s for unit, s in pending}
 
-        def write_part(unit, metrics):
-            write_json(_part_path(out, unit.task, unit.language),
-                       {"task": unit.task, "language": unit.language, "settings": unit_settings[id(unit)],
-                        "metrics": metrics, "revision": revision, VERSIONS_KEY: package_versions()})
+        def write_part(unit, metrics, items):
+            part = {"task": unit.task, "language": unit.language, "settings": unit_settings[id(unit)],
+                    "metrics": metrics, "revision": revision, VERSIONS_KEY: package_versions()}
+            if items is not None:
+                items = dict(items)
+                if "predictions" in items:
+                    part["predictions"] = items.pop("predictions")
+                part["items"] = items  # what xlt eval compare pairs runs by
+            write_json(_part_path(out, unit.task, unit.language), part)
             results[unit.task][unit.language] = metrics
 
         evaluate_suite(model, tokenizer, [unit for unit, _ in pending], shots=args.shots, seed=args.seed,
@@ -182,7 +207,7 @@ def suite_command(argv: list[str], prog: str) -> int:
     n_done = len(task_names) * len(languages) + len(corpora) - len(pending)
     what = f"{len(task_names)} task(s) x {len(languages)} language(s)" + (f", ppl of {len(corpora)}" if corpora else "")
     print(summary_line(prog, f"{what}: {len(pending)} scored, {n_done} from earlier runs", out / "results.json",
-                       out / "results.md", out / "heatmap.png" if templates else None))
+                       out / "results.md", out / "heatmap.png" if any(t != "mgsm" for t in templates) else None))
     return 0
 
 
@@ -222,15 +247,21 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
         "tasks": tasks, "results": ordered, VERSIONS_KEY: package_versions()})
     name = f"{args.model}{' + ' + args.adapter if args.adapter else ''}"
     sections = []
-    if templates:
+    if any(task != "mgsm" for task in templates):
         sections.append(f"# {name}: accuracy (%), {args.shots}-shot\n\n{suite_markdown(ordered, 'acc')}\n")
+    if "mgsm" in templates:
+        rows = {f"mgsm ({label})": {lang: {"exact_match": m[metric]} for lang, m in ordered["mgsm"].items()}
+                for label, metric in (("flexible-extract", "exact_match_flexible"),
+                                      ("remove_whitespace", "exact_match"))}
+        sections.append(f"# {name}: MGSM exact match (%), 0-shot direct answers\n\n"
+                        f"{suite_markdown(rows, 'exact_match')}\n")
     if corpora:
         sections.append(f"# {name}: bits per byte (context {args.context}, last {args.last_n} scored)\n\n"
                         f"{suite_markdown(ordered, 'bits_per_byte', percent=False)}\n")
     with atomic_file(out / "results.md") as handle:
         handle.write("\n".join(sections))
     print("\n".join(sections))
-    if templates:
+    if any(task != "mgsm" for task in templates):
         figure = plot_suite_heatmap(ordered, "acc", title=f"{Path(args.model).name}: accuracy (%), {args.shots}-shot")
         with atomic_file(out / "heatmap.png", mode="wb") as handle:
             figure.savefig(handle, format="png", dpi=120)
