@@ -254,9 +254,12 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
         for line in verdict_reading(reproductions):
             add(f"- {line}")
         add("")
+        chosen: dict[str, list[str]] = {}
         for key, r in reproductions.items():
             if r.settings_chosen:
-                add(f"Settings of `{key}`: {r.settings_chosen}")
+                chosen.setdefault(r.settings_chosen, []).append(f"`{key}`")
+        for text, keys in chosen.items():
+            add(f"Settings of {', '.join(keys)}: {text}\n")
         add("")
     full_table = results.get("full_mid_align")
     if full_table:

@@ -301,6 +301,7 @@ def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 
     wall = time.time() - start
     results = {name: json.loads((steps_dir / f"{name}.json").read_text(encoding="utf-8"))
                for name in (s.name for s in steps) if (steps_dir / f"{name}.json").is_file()}
+    done = len(results)
     if settings.get("full"):
         from xlt.demo.full import mid_align_table, reproductions
 
@@ -308,5 +309,5 @@ def run_demo(out: Path, settings: dict, *, device: str = "auto", threads: int = 
         results["full_mid_align"] = mid_align_table(settings["full"], results)
     write_report(out, settings, results, failed, wall_seconds=wall, device=device)
     print(f"xlt demo: report {out / 'report.md'}, results {out / 'results.json'} "
-          f"({len(results)}/{len(steps)} steps done, {wall:.0f} s this run)")
+          f"({done}/{len(steps)} steps done, {wall:.0f} s this run)")
     return 0 if not failed else 1
