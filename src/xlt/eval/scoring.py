@@ -158,7 +158,7 @@ def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]], rule: str) -> l
         if texts:
             cache.update(((t, flag), list(x))
                          for t, x in zip(texts, tokenizer(texts, add_special_tokens=flag)["input_ids"]))
-    out = []
+    encoded = []
     for context, continuation in split:
         if context == "":
             cont = cache[(continuation, False)]
@@ -167,7 +167,17 @@ def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]], rule: str) -> l
             ctx = cache[(context, not context.startswith(prefix_text))]
             whole_text = context + continuation
             cont = cache[(whole_text, not whole_text.startswith(prefix_text))][len(ctx):]
-        out.append(EncodedRequest(tuple(ctx + cont), len(ctx), len(ctx)))
+        encoded.append((tuple(ctx + cont), len(ctx)))
+    # The choices of an item share at least its context's tokens, often more: a choice that
+    # repeats the premise (0-shot XNLI: an empty context; k-shot: the demonstrations alone, as
+    # the delimiter moves into the continuation) shares the premise's tokens with the item's
+    # other choices, which sit beside it. The shared length is the longest common prefix with
+    # a neighbour of the same context.
+    out = []
+    for k, (ids, start) in enumerate(encoded):
+        near = [_common_length(ids, encoded[j][0]) for j in (k - 1, k + 1)
+                if 0 <= j < len(encoded) and pairs[j][0] == pairs[k][0]]
+        out.append(EncodedRequest(ids, start, max(start, min(len(ids) - 1, max(near, default=0)))))
     return out
 
 
