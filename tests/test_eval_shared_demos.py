@@ -206,3 +206,35 @@ def test_requests_past_the_context_take_the_plain_path(bpe_tokenizer, caplog):
     said = [r.getMessage() for r in caplog.records if f"{cap}-token context" in r.getMessage()]
     assert len(said) == 1
     assert fastpath.counts()["taken"].get(SHARED_DEMONSTRATIONS, 0) >= 1
+
+
+@pytest.mark.parametrize("shots", [0, 5])
+def test_choices_that_repeat_the_premise_share_it(shots, bpe_tokenizer):
+    """The harness's XNLI layout: the context is empty (or the demonstrations alone, the
+    delimiter moving into the continuation) and every choice repeats the premise. Each request
+    shares the premise's tokens with its item's other choices (not with other items), the
+    premise goes through the model once per item, and the scores are the reference's."""
+    from xlt.testing import tiny_model
+
+    rng = random.Random(7)
+
+    def sentence(n):
+        return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize()
+
+    docs = [(sentence(rng.randint(6, 14)), sentence(rng.randint(2, 6))) for _ in range(8 + shots)]
+    texts = [[f"{p}, right? {w}, {h}" for w in ("Yes", "Also", "No")] for p, h in docs]
+    prefix = "".join(" " + choices[0] + "\n\n" for choices in texts[8:])
+    pairs = [(prefix, " " + choice) for choices in texts[:8] for choice in choices]
+    requests = encode_requests(bpe_tokenizer, pairs, "lm-eval")
+    for k, request in enumerate(requests):
+        item = [r.input_ids for r in requests[3 * (k // 3):3 * (k // 3) + 3]]
+        common = min(_common(item[0], ids) for ids in item)
+        assert request.shared == common > request.start  # the premise, past the context
+    model = tiny_model("llama", bpe_tokenizer, seed=6).eval()
+    expected = [_reference(model, r) for r in requests]
+    counted = copy.deepcopy(model)
+    seen = _count_tokens(counted)
+    _check(score_encoded(counted, requests, batch_size=6, pad_token_id=bpe_tokenizer.pad_token_id), expected)
+    premise_tokens = sum(r.shared - r.start for r in requests)
+    whole = sum(len(r.input_ids) for r in requests)
+    assert seen["tokens"] < whole - premise_tokens / 2  # each premise once, not three times
