@@ -227,8 +227,9 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
             window = _sliding_window(model)
             longest = _longest_shared(max_length, window)
             eligible = [i for i, r in enumerate(requests) if longest is None or len(r.input_ids) <= longest]
-            shared_runs, rest = _demonstration_groups(requests, eligible)
-            rest = sorted(set(range(len(requests))) - {i for _, members in shared_runs for i in members})
+            shared_runs, _ = _demonstration_groups(requests, eligible)
+            in_runs = {i for _, members in shared_runs for i in members}
+            rest = [i for i in range(len(requests)) if i not in in_runs]
             groups, singles = _prefix_groups(requests, batch_size, max_length, window, indices=rest)
             lengths = [len(r.input_ids) for r in requests if r.shared >= 2]
             if window and any(n > window // 2 for n in lengths):
