@@ -34,6 +34,17 @@ have taken in the padding). ``batch_size=1`` (one sequence per forward) and
 ``share_prefix=False`` keep the plain path; any other refusal is announced once
 (:mod:`xlt.fastpath`). The cache is passed under the name the installed transformers uses:
 ``cache`` from 5.25 on, ``past_key_values`` before (read from the forward's signature).
+
+Shared demonstrations. The items of one (task, language, shots, seed) carry the same
+demonstrations, so their contexts begin with the same tokens. Runs of requests whose contexts
+share a long common token prefix are found on the token ids (sorted contexts; see
+:func:`_demonstration_groups`: requests of other tasks or languages, whose prefixes differ,
+fall into other runs), the prefix is computed once per run (batch 1), and its key/value cache
+is expanded over each batch as a view (no copy per item) while the members' own tokens (the
+item's context, then its choices, as above) are scored with positions after the prefix. Only
+requests that fit the context (and half a sliding window) join a run; a model whose returned
+cache cannot be expanded is announced once (``shared-demonstration cache``) and its run scored
+as if it did not exist.
 """
 
 from __future__ import annotations
@@ -45,7 +56,10 @@ from typing import Sequence
 from xlt import fastpath
 
 SCORING_RULES = ("afp", "lm-eval")
+SHARED_DEMONSTRATIONS = "shared-demonstration cache"  # the xlt.fastpath name of a run's shared base
 _ROWS_PER_CHUNK = 8
+_MIN_BASE_TOKENS = 4  # a shorter common prefix is not worth a forward of its own
+_MIN_SAVED_TOKENS = 32
 LN2 = math.log(2.0)
 
 
@@ -144,7 +158,7 @@ def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]], rule: str) -> l
         if texts:
             cache.update(((t, flag), list(x))
                          for t, x in zip(texts, tokenizer(texts, add_special_tokens=flag)["input_ids"]))
-    out = []
+    encoded = []
     for context, continuation in split:
         if context == "":
             cont = cache[(continuation, False)]
@@ -153,7 +167,17 @@ def encode_requests(tokenizer, pairs: Sequence[tuple[str, str]], rule: str) -> l
             ctx = cache[(context, not context.startswith(prefix_text))]
             whole_text = context + continuation
             cont = cache[(whole_text, not whole_text.startswith(prefix_text))][len(ctx):]
-        out.append(EncodedRequest(tuple(ctx + cont), len(ctx), len(ctx)))
+        encoded.append((tuple(ctx + cont), len(ctx)))
+    # The choices of an item share at least its context's tokens, often more: a choice that
+    # repeats the premise (0-shot XNLI: an empty context; k-shot: the demonstrations alone, as
+    # the delimiter moves into the continuation) shares the premise's tokens with the item's
+    # other choices, which sit beside it. The shared length is the longest common prefix with
+    # a neighbour of the same context.
+    out = []
+    for k, (ids, start) in enumerate(encoded):
+        near = [_common_length(ids, encoded[j][0]) for j in (k - 1, k + 1)
+                if 0 <= j < len(encoded) and pairs[j][0] == pairs[k][0]]
+        out.append(EncodedRequest(ids, start, max(start, min(len(ids) - 1, max(near, default=0)))))
     return out
 
 
@@ -192,15 +216,21 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
     import torch
 
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    groups, singles = [], list(range(len(requests)))
+    groups, singles, shared_runs = [], list(range(len(requests))), []
     accepted = _forward_kwargs(model)
+    window = None
     if share_prefix and batch_size > 1:
         refusal = _kv_cache_refusal(model, accepted)
         if refusal:
             fastpath.refuse(fastpath.SHARED_PREFIX, refusal)
         else:
             window = _sliding_window(model)
-            groups, singles = _prefix_groups(requests, batch_size, max_length, window)
+            longest = _longest_shared(max_length, window)
+            eligible = [i for i, r in enumerate(requests) if longest is None or len(r.input_ids) <= longest]
+            shared_runs, _ = _demonstration_groups(requests, eligible)
+            in_runs = {i for _, members in shared_runs for i in members}
+            rest = [i for i in range(len(requests)) if i not in in_runs]
+            groups, singles = _prefix_groups(requests, batch_size, max_length, window, indices=rest)
             lengths = [len(r.input_ids) for r in requests if r.shared >= 2]
             if window and any(n > window // 2 for n in lengths):
                 fastpath.refuse(fastpath.SHARED_PREFIX, f"requests longer than half the model's "
@@ -210,6 +240,7 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
                                 f"{max_length}-token context are truncated and scored whole")
     chunks = [("plain", batch) for batch in _plain_batches(requests, singles, batch_size)]
     chunks += [("shared", chunk) for chunk in _group_chunks(groups, batch_size)]
+    chunks += [("run", run) for run in shared_runs]
     iterator = chunks
     if progress:
         from tqdm import tqdm
@@ -219,8 +250,16 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
         for kind, chunk in iterator:
             if kind == "plain":
                 _score_plain(model, requests, chunk, results, pad_token_id, max_length)
-            else:
+            elif kind == "shared":
                 _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted)
+            elif not _score_run(model, requests, chunk, results, pad_token_id, batch_size, accepted):
+                # the shared run's cache could not be reused: its members as if it did not exist
+                run_groups, run_singles = _prefix_groups(requests, batch_size, max_length, window,
+                                                         indices=chunk[1])
+                for batch in _plain_batches(requests, run_singles, batch_size):
+                    _score_plain(model, requests, batch, results, pad_token_id, max_length)
+                for part in _group_chunks(run_groups, batch_size):
+                    _score_shared(model, requests, part, results, pad_token_id, batch_size, accepted)
     return results  # type: ignore[return-value]
 
 
@@ -284,16 +323,25 @@ def _forward_kwargs(model) -> set[str]:
         return set()
 
 
+def _longest_shared(max_length: int | None, window: int | None) -> int | None:
+    """The longest request a cache may be shared for: the context (longer ones are truncated)
+    and half a sliding window (padded prefix + padded tail stay inside the window, as the whole
+    sequence would)."""
+    if window:
+        return window // 2 if max_length is None else min(max_length, window // 2)
+    return max_length
+
+
 def _prefix_groups(requests: Sequence[EncodedRequest], batch_size: int, max_length: int | None,
-                   window: int | None = None):
+                   window: int | None = None, indices: Sequence[int] | None = None):
     """``([(prefix_length, [request indices]), ...], [indices scored alone])``: requests with
-    the same first ``shared`` tokens form a group (at most ``batch_size`` members each)."""
+    the same first ``shared`` tokens form a group (at most ``batch_size`` members each). Only
+    ``indices`` (default: all) are placed."""
     by_prefix: dict[tuple[int, ...], list[int]] = {}
     singles = []
-    longest = max_length
-    if window:  # padded prefix + padded tail stay inside the window, as the whole sequence would
-        longest = window // 2 if longest is None else min(longest, window // 2)
-    for i, request in enumerate(requests):
+    longest = _longest_shared(max_length, window)
+    for i in range(len(requests)) if indices is None else indices:
+        request = requests[i]
         n = len(request.input_ids)
         if request.shared >= 2 and (longest is None or n <= longest):
             by_prefix.setdefault(request.input_ids[:request.shared], []).append(i)
@@ -315,6 +363,56 @@ def _prefix_groups(requests: Sequence[EncodedRequest], batch_size: int, max_leng
                 groups.append((length, part))
     singles.sort()
     return groups, singles
+
+
+def _demonstration_groups(requests: Sequence[EncodedRequest], indices: Sequence[int]):
+    """``([(base_length, [request indices]), ...], [indices in no run])``: runs of requests whose
+    contexts (their first ``shared`` tokens; all but the last token when ``shared`` is 0) begin
+    with the same ``base_length + 1`` token ids, such as the items of one (task, language,
+    shots, seed), whose demonstrations are the same. Each run's first ``base_length`` tokens are
+    computed once for all its members (:func:`_score_run`).
+
+    The contexts are sorted by their ids, so each possible common prefix is a range of them and
+    the longest common prefix of a range is the least over its neighbours'. A range either
+    forms a run or splits where that least is reached (the branching of the token trie), taking
+    whichever saves more tokens: ``(distinct contexts - 1) * base_length``. Requests of another
+    task or language share at most a few tokens with these, so they fall into other runs."""
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for i in indices:
+        request = requests[i]
+        context = request.input_ids[:request.shared] if request.shared else request.input_ids[:-1]
+        by_context.setdefault(context, []).append(i)
+    contexts = sorted(by_context)
+    common = [_common_length(a, b) for a, b in zip(contexts, contexts[1:])]
+    best: dict[tuple[int, int], tuple[int, list]] = {}
+    stack = [(0, len(contexts), False)]
+    while stack:  # post-order over the ranges, without recursion (the trie may be deep)
+        lo, hi, children_done = stack.pop()
+        if hi - lo < 2:
+            best[(lo, hi)] = (0, [])
+            continue
+        least = min(common[lo:hi - 1])
+        cuts = [k + 1 for k in range(lo, hi - 1) if common[k] == least]
+        parts = list(zip([lo] + cuts, cuts + [hi]))
+        if not children_done:
+            stack.append((lo, hi, True))
+            stack.extend((a, b, False) for a, b in parts)
+            continue
+        split_saving = sum(best[part][0] for part in parts)
+        base = least - 1  # the last common token stays in each member's suffix (it predicts the next)
+        own_saving = (hi - lo - 1) * base
+        if base >= _MIN_BASE_TOKENS and own_saving >= max(split_saving, _MIN_SAVED_TOKENS):
+            best[(lo, hi)] = (own_saving, [(base, lo, hi)])
+        else:
+            best[(lo, hi)] = (split_saving, [run for part in parts for run in best[part][1]])
+        for part in parts:
+            del best[part]
+    runs, placed = [], set()
+    for base, lo, hi in best[(0, len(contexts))][1] if contexts else []:
+        members = sorted(i for context in contexts[lo:hi] for i in by_context[context])
+        runs.append((base, members))
+        placed.update(members)
+    return runs, [i for i in indices if i not in placed]
 
 
 def _plain_batches(requests, indices, batch_size):
@@ -343,7 +441,9 @@ def _token_logp(logits, target):
     return torch.cat(logps), torch.cat(greedy)
 
 
-def _score_plain(model, requests, batch, results, pad_token_id, max_length) -> None:
+def _score_plain(model, requests, batch, results, pad_token_id, max_length, base=None, accepted=()) -> None:
+    """Whole sequences, right-padded, no mask. With ``base`` (a :class:`_Base`), each sequence
+    continues the base's tokens: its cache, expanded over the batch, and positions after it."""
     import torch
 
     device = next(model.parameters()).device
@@ -364,7 +464,10 @@ def _score_plain(model, requests, batch, results, pad_token_id, max_length) -> N
     input_ids, scored = input_ids.to(device), scored.to(device)
     # No attention mask (as the harness): right padding under causal attention never reaches
     # a real token, and the unmasked causal path is the fast one.
-    logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1]
+    if base is None:
+        logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1]
+    else:  # still no mask: the base is real tokens and the padding comes after every real one
+        logits = model(input_ids=input_ids, **base.kwargs(len(rows), width, accepted)).logits[:, :-1]
     token_logp, greedy = _token_logp(logits, input_ids[:, 1:])
     # float64 sum: the total of a long text does not depend on the padded width
     totals = torch.where(scored, token_logp, torch.zeros_like(token_logp)).double().sum(-1).tolist()
@@ -373,11 +476,12 @@ def _score_plain(model, requests, batch, results, pad_token_id, max_length) -> N
         results[i] = (totals[r], bool(all_greedy[r]))
 
 
-def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted) -> None:
+def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted, base=None) -> None:
     """One chunk of prefix groups: the prefixes in one right-padded pass (no mask: the fast
     causal path), keeping its key/value cache; then the members' continuations, ``batch_size``
     at a time, against their prefixes' cache, with a mask that hides the prefixes' padding and
-    positions that continue the prefixes'."""
+    positions that continue the prefixes'. With ``base`` (a :class:`_Base`), the prefixes
+    continue the base's cache (expanded over the chunk) and every position is offset by it."""
     import torch
 
     device = next(model.parameters()).device
@@ -391,7 +495,8 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, acc
     prefix_ids = prefix_ids.to(device)
     # does any member score a token inside its prefix (afp)? else only the last logits are needed
     inner = any(requests[i].start < length for length, members in chunk for i in members)
-    kwargs = {"use_cache": True}
+    kwargs = {"use_cache": True} if base is None else base.kwargs(len(chunk), width, accepted)
+    offset = 0 if base is None else base.length
     last_cols = sorted({length - 1 for length in lengths})
     if not inner and "logits_to_keep" in accepted:
         kwargs["logits_to_keep"] = torch.tensor(last_cols, device=device)
@@ -408,7 +513,8 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, acc
         fastpath.refuse(fastpath.SHARED_PREFIX, f"{type(model).__name__} returned {what}")
         everyone = [i for _, group in chunk for i in group]
         for lo in range(0, len(everyone), batch_size):
-            _score_plain(model, requests, everyone[lo:lo + batch_size], results, pad_token_id, None)
+            _score_plain(model, requests, everyone[lo:lo + batch_size], results, pad_token_id, None,
+                         base, accepted)
         return
     fastpath.taken(fastpath.SHARED_PREFIX)
     every_group = torch.arange(len(chunk), device=device)
@@ -441,10 +547,13 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, acc
             first_scored.append(start <= lengths[g])
             inner_lo.append(min(start, lengths[g]) - 1)
         sub = _select_cache(cache, rows.to(device))
-        kwargs = {"attention_mask": torch.cat([prefix_mask[rows], tail_mask], -1).to(device),
+        mask = [prefix_mask[rows], tail_mask]
+        if offset:
+            mask.insert(0, torch.ones((len(batch), offset), dtype=torch.long))
+        kwargs = {"attention_mask": torch.cat(mask, -1).to(device),
                   cache_argument(accepted): sub, "use_cache": True}
         if "position_ids" in accepted:
-            starts = torch.tensor([lengths[g] for g, _ in batch])
+            starts = torch.tensor([offset + lengths[g] for g, _ in batch])
             kwargs["position_ids"] = (starts[:, None] + torch.arange(tail_width)[None]).to(device)
         tail_ids = tail_ids.to(device)
         tail_logits = model(input_ids=tail_ids, **kwargs).logits[:, :-1]
@@ -471,6 +580,94 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, acc
             greedy &= (inner_miss[rows, ends] - inner_miss[rows, cols]) == 0
         for r, (_, i) in enumerate(batch):
             results[i] = (float(totals[r]), bool(greedy[r]))
+
+
+@dataclass
+class _Base:
+    """The key/value cache of a run's common first ``length`` tokens (batch 1)."""
+
+    cache: object
+    length: int
+
+    def kwargs(self, rows: int, width: int, accepted) -> dict:
+        """Forward arguments that continue the base with ``rows`` sequences of ``width`` tokens:
+        the cache expanded to ``rows`` (a view: each layer's first update concatenates onto
+        it) and positions after the base."""
+        import torch
+
+        device = self.cache.layers[0].keys.device
+        kwargs = {cache_argument(accepted): _expand_cache(self.cache, rows), "use_cache": True}
+        if "position_ids" in accepted:
+            kwargs["position_ids"] = (self.length + torch.arange(width, device=device))[None].expand(rows, -1)
+        return kwargs
+
+
+def _score_run(model, requests, run, results, pad_token_id, batch_size, accepted) -> bool:
+    """One run of requests that share their first ``base_length`` tokens (see
+    :func:`_demonstration_groups`): those tokens are computed once (batch 1) and every member's
+    remaining tokens are scored against their cache, as :func:`_score_shared` and
+    :func:`_score_plain` do without it. Scored tokens inside the base are summed once from its
+    logits. False (nothing scored, refusal announced) when the model's cache cannot be shared."""
+    import torch
+
+    length, members = run
+    device = next(model.parameters()).device
+    ids = requests[members[0]].input_ids
+    starts = [max(1, requests[i].start) for i in members]
+    inner = min(starts) <= length  # some member scores tokens [start, length] inside the base
+    kwargs = {"use_cache": True}
+    if not inner and "logits_to_keep" in accepted:
+        kwargs["logits_to_keep"] = 1
+    base_ids = torch.tensor([ids[:length]], dtype=torch.long, device=device)
+    out = model(input_ids=base_ids, **kwargs)
+    cache = output_cache(out)
+    if not _attention_only(cache) or not all(layer.keys is not None and layer.keys.dim() == 4
+                                             for layer in cache.layers):
+        what = ("no key/value cache" if cache is None
+                else f"a {type(cache).__name__} whose layers cannot be expanded over a batch")
+        fastpath.refuse(SHARED_DEMONSTRATIONS, f"{type(model).__name__} returned {what}")
+        return False
+    fastpath.taken(SHARED_DEMONSTRATIONS)
+    if inner:  # running sums over tokens 1..length (position t - 1 predicts token t)
+        target = torch.tensor(ids[1:length + 1], dtype=torch.long, device=device)
+        logp, greedy = _token_logp(out.logits[0, :length], target)
+        zero = torch.zeros(1, dtype=torch.float64)
+        inner_sum = torch.cat([zero, logp.double().cpu().cumsum(0)])
+        inner_miss = torch.cat([zero, (~greedy).double().cpu().cumsum(0)])
+    del out
+    base = _Base(cache, length)
+    # each member from the base's end on; its token [length] is the first input, so the suffix
+    # pass scores tokens [length + 1:] and the base the ones before
+    suffixes = [EncodedRequest(requests[i].input_ids[length:], max(1, requests[i].start - length),
+                               max(0, requests[i].shared - length)) for i in members]
+    scores: list = [None] * len(members)
+    groups, singles = _prefix_groups(suffixes, batch_size, None)
+    for batch in _plain_batches(suffixes, singles, batch_size):
+        _score_plain(model, suffixes, batch, scores, pad_token_id, None, base, accepted)
+    for chunk in _group_chunks(groups, batch_size):
+        _score_shared(model, suffixes, chunk, scores, pad_token_id, batch_size, accepted, base)
+    for k, i in enumerate(members):
+        total, all_greedy = scores[k]
+        if starts[k] <= length:
+            total += float(inner_sum[length] - inner_sum[starts[k] - 1])
+            all_greedy = all_greedy and bool(inner_miss[length] == inner_miss[starts[k] - 1])
+        results[i] = (total, all_greedy)
+    return True
+
+
+def _expand_cache(cache, rows: int):
+    """A cache whose layers view ``cache``'s batch-1 keys and values as ``rows`` rows (no
+    copy); ``cache`` is left as is (an attention layer's update replaces its tensors)."""
+    import copy
+
+    expanded = copy.copy(cache)
+    expanded.layers = []
+    for layer in cache.layers:
+        layer = copy.copy(layer)
+        layer.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
+        layer.values = layer.values.expand(rows, *layer.values.shape[1:])
+        expanded.layers.append(layer)
+    return expanded
 
 
 def _attention_only(cache) -> bool:
