@@ -311,3 +311,29 @@ def test_icl_cli_prompts_lm_eval(tiny_llama_dir, tmp_path, xlt_cli):
                    "--languages", "en", "--test", test, env=env)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "template xcopa.lm-eval: template 'xcopa' has no prompt for language 'en'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_suite_prompts_lm_eval(tiny_llama, tiny_llama_dir, tmp_path, capsys):
+    """``xlt eval suite --prompts lm-eval``: the harness's XNLI prompt and per-item
+    demonstrations, the same numbers as ``evaluate_icl`` with that template."""
+    from xlt.cli import main
+    from xlt.eval.icl import evaluate_icl
+    from xlt.eval.readers import read_xnli
+    from xlt.eval.templates import load_template
+
+    test = write_jsonl(tmp_path / "de" / "validation.jsonl", XNLI_TEST)
+    dev = write_jsonl(tmp_path / "de" / "train.jsonl", XNLI_TRAIN)
+    out = tmp_path / "suite"
+    assert main(["eval", "suite", "--model", str(tiny_llama_dir), "--tasks", "xnli", "--prompts", "lm-eval",
+                 "--languages", "de", "--data", f"xnli={tmp_path}/{{lang}}/validation.jsonl",
+                 "--dev", f"xnli={tmp_path}/{{lang}}/train.jsonl", "--shots", "2", "--seed", "1234",
+                 "--out", str(out), "--device", "cpu"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "results.json").read_text())
+    assert report["tasks"]["xnli"]["template"] == "template xnli.lm-eval"
+    assert report["tasks"]["xnli"]["scoring"] == "lm-eval"
+    model, tokenizer = tiny_llama
+    table, _ = evaluate_icl(model, tokenizer, template=load_template("xnli", prompts="lm-eval"),
+                            test={"de": read_xnli(test)}, dev={"de": read_xnli(dev)}, shots=2, seed=1234,
+                            scoring="lm-eval")
+    assert report["results"]["xnli"]["de"] == pytest.approx(table["de"])
