@@ -10,6 +10,7 @@ as the harness's ``HFLM.loglikelihood`` truncates it.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -337,3 +338,70 @@ def test_suite_prompts_lm_eval(tiny_llama, tiny_llama_dir, tmp_path, capsys):
                             test={"de": read_xnli(test)}, dev={"de": read_xnli(dev)}, shots=2, seed=1234,
                             scoring="lm-eval")
     assert report["results"]["xnli"]["de"] == pytest.approx(table["de"])
+
+
+def _harness_yaml(relative: str) -> dict:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix} {node.value}")
+    path = Path(lm_eval.__file__).parent / "tasks" / relative
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
+
+
+def test_every_language_of_the_harness_tasks_has_its_words():
+    """Every language of the harness's xnli_*, paws_* and xcopa_* files, rendered by the
+    harness's own template function and utils on one document, gives xlt's 0-shot requests."""
+    import datasets
+    from lm_eval.utils import apply_template
+
+    from xlt.eval.icl import prepare_icl_items
+    from xlt.eval.readers import RawItem
+    from xlt.eval.templates import load_template
+
+    tasks_dir = Path(lm_eval.__file__).parent / "tasks"
+    xnli = load_template("xnli", prompts="lm-eval")
+    doc = {"premise": "Ein Hund bellt.", "hypothesis": "Ein Tier ist laut.", "label": 1}
+    files = sorted(tasks_dir.glob("xnli/xnli_*.yaml"))
+    assert len(files) == len(xnli.prompts) == 15
+    for path in files:
+        config = _harness_yaml(f"xnli/{path.name}")
+        [item] = prepare_icl_items(template=xnli, test={config["dataset_name"]: [RawItem(dict(doc), "neutral")]})
+        theirs = [(apply_template(config["doc_to_text"], doc), " " + choice)
+                  for choice in ast.literal_eval(apply_template(config["doc_to_choice"], doc))]
+        assert item.requests == theirs, path.name
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("harness_xcopa_utils", tasks_dir / "xcopa" / "utils.py")
+    xcopa_utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(xcopa_utils)
+    xcopa = load_template("xcopa", prompts="lm-eval")
+    row = dict(XCOPA_TEST[0])
+    langs = sorted(name[len("doc_to_text_"):] for name in dir(xcopa_utils) if name.startswith("doc_to_text_"))
+    assert langs == sorted(xcopa.prompts)
+    for lang in langs:
+        for question in ("cause", "effect"):
+            doc = dict(row, question=question)
+            fields = {k: doc[k] for k in ("premise", "choice1", "choice2", "question")}
+            [item] = prepare_icl_items(template=xcopa, test={lang: [RawItem(fields, 0)]})
+            context = getattr(xcopa_utils, f"doc_to_text_{lang}")(doc)
+            assert item.requests == [(context, " " + c) for c in xcopa_utils.doc_to_choice(doc)], lang
+    spec = importlib.util.spec_from_file_location("harness_paws_utils", tasks_dir / "paws-x" / "utils.py")
+    paws_utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paws_utils)
+    pawsx = load_template("pawsx", prompts="lm-eval")
+    files = sorted(tasks_dir.glob("paws-x/paws_*.yaml"))
+    assert len(files) == len(pawsx.prompts) == 7
+    for path in files:
+        config = _harness_yaml(f"paws-x/{path.name}")
+        rows = [PAWSX_TEST[0], PAWSX_TRAIN[1], PAWSX_TRAIN[3]]
+        docs = list(datasets.Dataset.from_list(rows))
+        if "process_docs" in config:
+            docs = list(paws_utils.process_docs_paraphrases(datasets.Dataset.from_list(rows)))
+        items = [RawItem({k: r[k] for k in ("sentence1", "sentence2", "id")}, r["label"]) for r in rows]
+        prepared = prepare_icl_items(template=pawsx, test={config["dataset_name"]: items})
+        for item, doc in zip(prepared, docs):
+            theirs = [("", choice) for choice in ast.literal_eval(apply_template(config["doc_to_choice"], doc))]
+            assert item.requests == theirs, path.name

@@ -33,8 +33,8 @@ A template file (the five shipped ones live in ``xlt/eval/templates/``)::
 Every template needs exactly one ``{choice}``; every other placeholder must be a field of the
 reader's items or a derived word. ``apply`` rewrites a field with named steps, in order (see
 :data:`TRANSFORMS`). The five AFP tasks also ship as ``<task>.lm-eval.yaml``: the prompts of
-lm-evaluation-harness 0.4.13's own task files (``load_template(task, prompts="lm-eval")``). Problems are :class:`~xlt.errors.ConfigError` naming the
-template file and prompt.
+lm-evaluation-harness 0.4.13's own task files (``load_template(task, prompts="lm-eval")``).
+Problems are :class:`~xlt.errors.ConfigError` naming the template file and prompt.
 """
 
 from __future__ import annotations
