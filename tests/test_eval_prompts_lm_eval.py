@@ -405,3 +405,30 @@ def test_every_language_of_the_harness_tasks_has_its_words():
         for item, doc in zip(prepared, docs):
             theirs = [("", choice) for choice in ast.literal_eval(apply_template(config["doc_to_choice"], doc))]
             assert item.requests == theirs, path.name
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"demonstrations": "random"}, "demonstrations must be one of fixed, per_item, per_item_excluding_item"),
+    ({"prompts": {"en": {"template": "{p}{choice}", "choices": ["a", "b"],
+                         "derived": {"p": {"from": "premise", "apply": ["strip", "shout"]}}}}},
+     "derived 'p' applies unknown step 'shout'"),
+    ({"prompts": {"en": {"template": "{choice}", "choices": ["a", "b"], "drop_empty": "premise"}}},
+     "drop_empty must list field names"),
+])
+def test_bad_lm_eval_template_keys_are_refused(change, message):
+    from xlt.errors import ConfigError
+    from xlt.eval.templates import parse_template
+
+    data = {"reader": "xcopa", "labels": [0, 1], "prompts": {"en": {"template": "{premise}{choice}",
+                                                                    "choices": ["{choice1}", "{choice2}"]}}}
+    with pytest.raises(ConfigError, match=f"my.yaml: .*{message}"):
+        parse_template({**data, **change}, "my.yaml")
+
+
+def test_rewriting_steps():
+    from xlt.eval.templates import TRANSFORMS
+
+    assert TRANSFORMS["detokenize"]('He said " hi " ( twice ) , is n\'t it .') == 'He said"hi"(twice), isn\'t it.'
+    assert TRANSFORMS["drop_final_punctuation"]("a;") == "a" and TRANSFORMS["drop_final_punctuation"]("a!") == "a!"
+    assert TRANSFORMS["lower_first"]("Ötzi") == "ötzi" and TRANSFORMS["lower_first"]("") == ""
+    assert TRANSFORMS["drop_last_char"]("ends.") == "ends"
