@@ -21,14 +21,15 @@ def llama(tiny_llama_dir):
 
 
 def _reference(model, request: EncodedRequest, max_length=None):
-    """Score one request alone: no padding, no batching; the harness's left truncation."""
+    """Score one request alone: no padding, no batching; the harness's left truncation (it
+    feeds ``tokens[-(L+1):-1]`` and scores the tokens each of them predicts)."""
     ids, start = list(request.input_ids), request.start
-    if max_length is not None and len(ids) > max_length:
-        cut = len(ids) - max_length
+    if max_length is not None and len(ids) > max_length + 1:
+        cut = len(ids) - (max_length + 1)
         ids, start = ids[cut:], max(1, start - cut)
     start = max(1, start)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+        logits = model(input_ids=torch.tensor([ids[:-1]])).logits[0].double()
     logp = torch.log_softmax(logits, -1)
     total = sum(float(logp[t - 1, ids[t]]) for t in range(start, len(ids)))
     greedy = all(int(logits[t - 1].argmax()) == ids[t] for t in range(start, len(ids)))

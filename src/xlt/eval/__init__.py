@@ -23,6 +23,7 @@ _EXPORTS = {
     "select_demonstrations": "xlt.eval.icl",
     "prepare_choice_items": "xlt.eval.icl",
     "prepare_template_items": "xlt.eval.icl",
+    "prepare_icl_items": "xlt.eval.icl",
     "evaluate_task": "xlt.eval.task",
     "generate_completions": "xlt.eval.task",
     "load_template": "xlt.eval.templates",

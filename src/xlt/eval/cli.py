@@ -200,6 +200,9 @@ def build_icl_parser(prog: str) -> ArgumentParser:
     parser.add_argument("--shots", type=int, nargs="+", default=[0], help="numbers of demonstrations")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="demonstration seeds (0-shot runs use the first only)")
+    parser.add_argument("--prompts", choices=("afp", "lm-eval"), default="afp",
+                        help="the five AFP tasks: the AFP paper's prompts (default) or "
+                             "lm-evaluation-harness's own task prompts and demonstration sampling")
     parser.add_argument("--scoring", choices=("afp", "lm-eval"), default=None,
                         help="default: afp for templates, lm-eval for MultipleChoiceItem files")
     parser.add_argument("--target-delimiter", default="auto",
@@ -250,7 +253,7 @@ def icl_command(argv: list[str], prog: str) -> int:
     if any(k < 0 for k in args.shots):
         raise ConfigError("--shots must be >= 0")
     _check_outputs([args.output, args.log_samples], args.overwrite)
-    template = None if args.task == "choice" else load_template(args.task)
+    template = None if args.task == "choice" else load_template(args.task, prompts=args.prompts)
     scoring = args.scoring or ("lm-eval" if template is None else template.scoring)
     if args.test is None:
         args.test = default_source(template) if template is not None else None
@@ -284,6 +287,7 @@ def icl_command(argv: list[str], prog: str) -> int:
                                                  f"scoring {scoring}"))
         print()
     report = {"task": task_name, "template": template.source if template else None, "scoring": scoring,
+              "prompts": args.prompts,
               "model": args.model, "adapter": args.adapter, "prompt_language": args.prompt_language,
               "test": args.test, "dev": args.dev, "runs": runs, VERSIONS_KEY: package_versions()}
     if args.output:

@@ -5,7 +5,9 @@ them with a causal LM and predicts the argmax:
 
 * **Demonstrations**: ``k`` items of the prompt language's dev split, the same for every test
   item of a (task, language, k, seed): the dev items are shuffled with ``random.Random(seed)``
-  and the first ``k`` taken (the reference's rule). A template task writes each as its
+  and the first ``k`` taken (the reference's rule); or, for a template with ``demonstrations:
+  per_item`` (the ``lm-eval`` prompt set), drawn for each item in turn as lm-evaluation-harness
+  draws them (:func:`sample_demonstrations_per_item`). A template task writes each as its
   demo template with the gold choice, followed by the template's connector (``"</s>"``); a
   :class:`~xlt.formats.MultipleChoiceItem` task writes ``context + target_delimiter + gold``
   joined and followed by ``fewshot_delimiter`` ("\\n\\n"), as the harness does.
@@ -101,30 +103,80 @@ def _where(raw) -> str:
     return f"{path} item {where.get('item')}"
 
 
-def prepare_template_items(template, test_items: Iterable, demos: Sequence, *, lang: str,
-                           prompt_language: str | None = None) -> list[PreparedItem]:
-    """Requests of template-task items (:class:`~xlt.eval.readers.RawItem`) in ``lang``.
-
-    ``demos`` are RawItems of the prompt language (already selected); ``prompt_language``
-    picks the template's prompt (default ``lang``).
-    """
-    prompt = template.prompt_for(prompt_language or lang)
-    demo_text = ""
+def _template_demo_text(template, prompt, demos: Sequence) -> str:
+    """The demonstrations of a template task: each rendered with its gold choice (and the
+    template's target delimiter at the split point), followed by the connector."""
+    text = ""
     for demo in demos:
         gold = template.label_index(demo.label, demo.where)
         prefix, choices, suffix = template.parts(prompt, demo.fields, demo=True, where=demo.where)
-        demo_text += prefix + choices[gold] + suffix + template.connector
+        if template.split == "choice":
+            text += prefix + template.target_delimiter + choices[gold] + suffix
+        else:
+            text += prefix + choices[gold] + template.target_delimiter + suffix
+        text += template.connector
+    return text
+
+
+def prepare_template_items(template, test_items: Iterable, demos: Sequence, *, lang: str,
+                           prompt_language: str | None = None,
+                           item_demos: Sequence[Sequence] | None = None) -> list[PreparedItem]:
+    """Requests of template-task items (:class:`~xlt.eval.readers.RawItem`) in ``lang``.
+
+    ``demos`` are RawItems of the prompt language (already selected), the same for every item;
+    ``item_demos`` (one list per test item) replaces them where each item has its own.
+    ``prompt_language`` picks the template's prompt (default ``lang``). The template's
+    ``target_delimiter`` opens the continuation (``split: choice``: delimiter + choice + rest;
+    ``after_choice``: delimiter + rest); ``norm_lengths`` count the continuation without it, as
+    the harness's ``acc_norm`` divides by the characters of the choice.
+    """
+    prompt = template.prompt_for(prompt_language or lang)
+    fixed = _template_demo_text(template, prompt, demos)
+    delimiter = template.target_delimiter
     prepared = []
-    for item in test_items:
+    for k, item in enumerate(test_items):
+        demo_text = fixed if item_demos is None else _template_demo_text(template, prompt, item_demos[k])
         gold = template.label_index(item.label, item.where)
         prefix, choices, suffix = template.parts(prompt, item.fields, demo=False, where=item.where)
         if template.split == "choice":
-            requests = [(demo_text + prefix, choice + suffix) for choice in choices]
+            requests = [(demo_text + prefix, delimiter + choice + suffix) for choice in choices]
         else:
-            requests = [(demo_text + prefix + choice, suffix) for choice in choices]
+            requests = [(demo_text + prefix + choice, delimiter + suffix) for choice in choices]
         prepared.append(PreparedItem(lang=lang, requests=requests, gold=gold,
-                                     norm_lengths=[len(cont) for _, cont in requests], where=_where(item)))
+                                     norm_lengths=[len(cont) - len(delimiter) for _, cont in requests],
+                                     where=_where(item)))
     return prepared
+
+
+def sample_demonstrations_per_item(dev: Sequence, k: int, test_items: Sequence, seed: int, *,
+                                   exclude_item: bool = False) -> list[list]:
+    """lm-evaluation-harness's demonstrations: ``k`` dev items drawn for each test item in turn
+    with one ``random.Random(seed)`` per task and language (so item ``i``'s draw depends on the
+    ones before it; the harness's few-shot seed is 1234): ``rng.sample(dev, k)``, or with
+    ``exclude_item`` (the harness does this when its few-shot split is its test split, which
+    for a task without a test split means "both unset": XNLI, XStoryCloze)
+    ``rng.sample(dev, k + 1)`` less the dev items equal to the test item, first ``k`` kept
+    (and, should that leave fewer than ``k``, ``rng.sample`` of the dev items unequal to it).
+    Items are equal when their fields and label are."""
+    if k < 0:
+        raise ConfigError(f"number of shots must be >= 0, got {k}")
+    if k == 0:
+        return [[] for _ in test_items]
+    if len(dev) < k + int(exclude_item):
+        raise DataError(f"{k} demonstrations requested but the dev split has only {len(dev)} items")
+    rng = random.Random(seed)
+    pool = list(dev)
+    draws = []
+    for item in test_items:
+        if not exclude_item:
+            draws.append(rng.sample(pool, k))
+            continue
+        same = (item.fields, item.label)
+        drawn = [d for d in rng.sample(pool, k + 1) if (d.fields, d.label) != same][:k]
+        if len(drawn) < k:
+            drawn = rng.sample([d for d in pool if (d.fields, d.label) != same], k)
+        draws.append(drawn)
+    return draws
 
 
 def delimiter_for(context: str, choice: str, target_delimiter: str = TARGET_DELIMITER) -> str:
@@ -220,6 +272,40 @@ def accuracy_table(results: Iterable[ItemResult]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def prepare_icl_items(*, template=None, test: Mapping[str, Sequence], dev: Mapping[str, Sequence] | None = None,
+                      shots: int = 0, seed: int = 0, prompt_language: str | None = None,
+                      target_delimiter: str = TARGET_DELIMITER,
+                      fewshot_delimiter: str = FEWSHOT_DELIMITER) -> list[PreparedItem]:
+    """The requests of every test item of every language, demonstrations included (see
+    :func:`evaluate_icl`). A template's ``drop_empty`` leaves items out of the test items and
+    of the demonstration pool before anything is drawn."""
+    prepared: list[PreparedItem] = []
+    for lang, items in test.items():
+        plang = prompt_language or lang
+        prompt = template.prompt_for(plang) if template is not None else None
+        if prompt is not None and prompt.drop_empty:
+            items = [it for it in items if prompt.keeps(it.fields)]
+        demos, per_item = [], None
+        if shots:
+            if dev is None or plang not in dev:
+                raise ConfigError(f"{shots}-shot evaluation of {lang!r} needs a dev split in {plang!r}")
+            pool = dev[plang]
+            if prompt is not None and prompt.drop_empty:
+                pool = [it for it in pool if prompt.keeps(it.fields)]
+            if template is not None and template.demonstrations != "fixed":
+                per_item = sample_demonstrations_per_item(
+                    pool, shots, items, seed, exclude_item=template.demonstrations == "per_item_excluding_item")
+            else:
+                demos = select_demonstrations(pool, shots, seed)
+        if template is None:
+            prepared += prepare_choice_items(items, demos, target_delimiter=target_delimiter,
+                                             fewshot_delimiter=fewshot_delimiter)
+        else:
+            prepared += prepare_template_items(template, items, demos, lang=lang, prompt_language=plang,
+                                               item_demos=per_item)
+    return prepared
+
+
 def evaluate_icl(model, tokenizer, *, template=None, test: Mapping[str, Sequence],
                  dev: Mapping[str, Sequence] | None = None, shots: int = 0, seed: int = 0,
                  scoring: str = "afp", prompt_language: str | None = None, batch_size: int = 16,
@@ -230,21 +316,12 @@ def evaluate_icl(model, tokenizer, *, template=None, test: Mapping[str, Sequence
     ``template``: a :class:`~xlt.eval.templates.TaskTemplate` (``test``/``dev`` hold
     :class:`~xlt.eval.readers.RawItem` lists per language), or ``None`` for
     :class:`~xlt.formats.MultipleChoiceItem` lists. Demonstrations come from
-    ``dev[prompt_language or lang]``. Returns (per-language table, per-item results).
+    ``dev[prompt_language or lang]``: the same for every item, or drawn per item where the
+    template says ``demonstrations: per_item``. Returns (per-language table, per-item results).
     """
-    prepared: list[PreparedItem] = []
-    for lang, items in test.items():
-        plang = prompt_language or lang
-        demos = []
-        if shots:
-            if dev is None or plang not in dev:
-                raise ConfigError(f"{shots}-shot evaluation of {lang!r} needs a dev split in {plang!r}")
-            demos = select_demonstrations(dev[plang], shots, seed)
-        if template is None:
-            prepared += prepare_choice_items(items, demos, target_delimiter=target_delimiter,
-                                             fewshot_delimiter=fewshot_delimiter)
-        else:
-            prepared += prepare_template_items(template, items, demos, lang=lang, prompt_language=plang)
+    prepared = prepare_icl_items(template=template, test=test, dev=dev, shots=shots, seed=seed,
+                                 prompt_language=prompt_language, target_delimiter=target_delimiter,
+                                 fewshot_delimiter=fewshot_delimiter)
     results = score_items(model, tokenizer, prepared, scoring=scoring, batch_size=batch_size,
                           progress=progress, share_prefix=share_prefix)
     return accuracy_table(results), results

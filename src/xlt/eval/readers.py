@@ -7,7 +7,8 @@ template's ``labels``) and the place it came from (``file:line``) for error mess
 ========== ==================================================================================
 reader     accepted layouts
 ========== ==================================================================================
-pawsx      TSV with header ``id sentence1 sentence2 label`` (the official ``x-final`` files)
+pawsx      TSV with header ``id sentence1 sentence2 label`` (the official ``x-final`` files);
+           JSON Lines ``id, sentence1, sentence2, label`` (the hub's rows)
 xnli       TSV without header ``premise hypothesis label-word`` (the reference's); the
            official XNLI TSV (header with ``gold_label``, ``sentence1``, ``sentence2`` and
            ``language``); JSON Lines ``premise, hypothesis, label`` (0/1/2 or a word)
@@ -124,6 +125,12 @@ def _check_columns(cols: list[str], expected: int, names: str, path: Path, numbe
 
 def read_pawsx(path: Path) -> list[RawItem]:
     items = []
+    if _is_json(path):  # the hub's rows (google-research-datasets/paws-x): id, sentence1, sentence2, label
+        for where, row in _json_rows(path):
+            _require(row, ("sentence1", "sentence2", "label"), where)
+            items.append(RawItem({"sentence1": row["sentence1"], "sentence2": row["sentence2"],
+                                  "id": row.get("id")}, _int_label(row["label"], where), where=where))
+        return items
     header = None
     for number, cols in _tsv_rows(path):
         if header is None:

@@ -208,8 +208,8 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
     """``(sum of natural-log probabilities of the scored tokens, all greedy?)`` per request.
 
     Requests are sorted by length and run ``batch_size`` at a time, right-padded. A sequence
-    longer than ``max_length`` loses tokens on the left (as the harness truncates), never
-    scored ones unless the scored part alone is too long. With ``share_prefix`` (and
+    longer than ``max_length + 1`` loses tokens on the left as the harness truncates
+    (:func:`harness_window`), never scored ones unless the scored part alone is too long. With ``share_prefix`` (and
     ``batch_size > 1`` and a model with a key/value cache), requests that share their first
     ``shared`` tokens are scored from one pass over that prefix (see the module's docstring).
     """
@@ -449,10 +449,7 @@ def _score_plain(model, requests, batch, results, pad_token_id, max_length, base
     device = next(model.parameters()).device
     rows, starts = [], []
     for i in batch:
-        ids, start = list(requests[i].input_ids), requests[i].start
-        if max_length is not None and len(ids) > max_length:
-            cut = len(ids) - max_length
-            ids, start = ids[cut:], max(1, start - cut)
+        ids, start = harness_window(list(requests[i].input_ids), requests[i].start, max_length)
         rows.append(ids)
         starts.append(max(1, start))
     width = max(len(r) for r in rows)
@@ -464,16 +461,29 @@ def _score_plain(model, requests, batch, results, pad_token_id, max_length, base
     input_ids, scored = input_ids.to(device), scored.to(device)
     # No attention mask (as the harness): right padding under causal attention never reaches
     # a real token, and the unmasked causal path is the fast one.
+    # The last token is only a target: it is not fed (so a row of max_length + 1 tokens fits).
+    fed = input_ids[:, :-1] if width > 1 else input_ids
     if base is None:
-        logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1]
+        logits = model(input_ids=fed, use_cache=False).logits[:, :width - 1]
     else:  # still no mask: the base is real tokens and the padding comes after every real one
-        logits = model(input_ids=input_ids, **base.kwargs(len(rows), width, accepted)).logits[:, :-1]
+        logits = model(input_ids=fed, **base.kwargs(len(rows), fed.shape[1], accepted)).logits[:, :width - 1]
     token_logp, greedy = _token_logp(logits, input_ids[:, 1:])
     # float64 sum: the total of a long text does not depend on the padded width
     totals = torch.where(scored, token_logp, torch.zeros_like(token_logp)).double().sum(-1).tolist()
     all_greedy = (greedy | ~scored).all(-1).tolist()
     for r, i in enumerate(batch):
         results[i] = (totals[r], bool(all_greedy[r]))
+
+
+def harness_window(ids: list[int], start: int, max_length: int | None) -> tuple[list[int], int]:
+    """``(ids, start)`` cut to what lm-evaluation-harness scores of a request longer than the
+    model's context: the last ``max_length + 1`` tokens, of which all but the last are fed
+    (``tokens[-(L+1):-1]``) and all but the first are predicted; ``start`` moves with the cut
+    (never below 1). A request of at most ``max_length + 1`` tokens is left whole."""
+    if max_length is None or len(ids) <= max_length + 1:
+        return ids, start
+    cut = len(ids) - (max_length + 1)
+    return ids[cut:], max(1, start - cut)
 
 
 def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted, base=None) -> None:

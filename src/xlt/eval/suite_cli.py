@@ -43,6 +43,9 @@ def build_parser(prog: str):
                         help="text (one document per line) whose bits per byte is reported as task 'ppl'")
     parser.add_argument("--context", type=int, default=512, help="ppl: tokens each window reads")
     parser.add_argument("--last-n", type=int, default=128, help="ppl: targets scored per window")
+    parser.add_argument("--prompts", choices=("afp", "lm-eval"), default="afp",
+                        help="the five AFP tasks: the AFP paper's prompts (default) or "
+                             "lm-evaluation-harness's own task prompts and demonstration sampling")
     parser.add_argument("--scoring", choices=("afp", "lm-eval"), default=None,
                         help="scoring rule for every task (default: each template's)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
@@ -109,7 +112,7 @@ def suite_command(argv: list[str], prog: str) -> int:
                 raise ConfigError(f"mgsm: answered 0-shot (the harness's mgsm_direct); --shots {args.shots} is "
                                   "for the multiple-choice tasks: run mgsm in another suite")
         else:
-            template = load_template(name)
+            template = load_template(name, prompts=args.prompts)
         if template.task in templates:
             raise ConfigError(f"--tasks: two templates named {template.task!r}")
         templates[template.task] = template
