@@ -43,13 +43,14 @@ def _mixed_requests(shots):
 
 
 def _reference(model, request: EncodedRequest, max_length=None):
-    """One request alone: the whole sequence, no cache, no padding (the harness's truncation)."""
+    """One request alone: the whole sequence, no cache, no padding (the harness's truncation:
+    the last ``max_length + 1`` tokens, all but the last fed)."""
     ids, start = list(request.input_ids), request.start
-    if max_length is not None and len(ids) > max_length:
-        cut = len(ids) - max_length
+    if max_length is not None and len(ids) > max_length + 1:
+        cut = len(ids) - (max_length + 1)
         ids, start = ids[cut:], max(1, start - cut)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].double()
+        logits = model(input_ids=torch.tensor([ids[:-1]]), use_cache=False).logits[0].double()
     logp = torch.log_softmax(logits, -1)
     scored = range(max(1, start), len(ids))
     return (sum(float(logp[t - 1, ids[t]]) for t in scored),
