@@ -358,7 +358,7 @@ LANGS = [("qaa", "SVO"), ("qab", "SVO"), ("qac", "SOV"), ("qad", "VSO")]
 
 
 def _report(out, *, source=1.0, gains=None, per_target=None, constant_everywhere=False, reproduction=None,
-            seeds=(0, 1, 2)):
+            seeds=(0, 1, 2), extra=None):
     """A fake finished run in ``out``: 50 test items per language, 27 of class 0 (majority rate 54 %);
     SFT at 50 % on every target; method m's target scores = 50 % + gains[m][seed] + per_target[lang]."""
     from xlt.demo.report import write_report
@@ -399,6 +399,7 @@ def _report(out, *, source=1.0, gains=None, per_target=None, constant_everywhere
             results[f"transfer-{method}-s{seed}"] = {"scores": scores, "seconds": 3}
     if reproduction:
         results["reproduction"] = reproduction
+    results.update(extra or {})
     write_report(out, settings, results, {}, wall_seconds=10, device="cpu")
     text = (out / "report.md").read_text(encoding="utf-8")
     doc = json.loads((out / "results.json").read_text(encoding="utf-8"),
@@ -528,3 +529,18 @@ def test_reading_of_an_interval_that_could_not_be_computed():
     back = Reproduction.from_dict(json.loads(json.dumps(r.to_dict(), allow_nan=False)))
     assert (back.ci_low, back.ci_high, back.verdict) == (-math.inf, math.inf, "inconclusive")
     assert "(no interval, 2 seeds): inconclusive — the interval is unbounded." in reading({"lslo": back})[0]
+
+
+def test_report_shows_the_full_demo_arms_and_world_checks(tmp_path):
+    """The full demo's per-arm table (mean ± sample sd over runs) and the world checks, passed or
+    failed as the step says."""
+    table = {"sft": {"qaa": {"mean": 1.0, "std": 0.0, "per_run": {"r1": 1.0, "r2": 1.0}},
+                     "qab": {"mean": 0.5, "std": 0.1, "per_run": {"r1": 0.4, "r2": 0.6}}}}
+    checks = {"full-world-checks-w1": {"lens": {"passed": True, "expected": "p_target > p_pivot"},
+                                       "neurons": {"passed": False, "expected": "own ratio largest"}}}
+    text, doc = _report(tmp_path, extra={"full_mid_align": table, **checks})
+    assert "| sft | 100.0 ± 0.0 | 50.0 ± 10.0 |" in text
+    assert "| `full-world-checks-w1` | lens | p_target > p_pivot | passed |" in text
+    assert "| `full-world-checks-w1` | neurons | own ratio largest | **failed** |" in text
+    assert doc["world_checks"]["full-world-checks-w1"]["neurons"]["passed"] is False
+    assert doc["full_mid_align"] == table

@@ -326,6 +326,14 @@ def full_steps(out: Path, fs: dict, *, device: str, step_class) -> list:
                 return {"unit": u, "train": train, "test": test}
             steps.append(step_class(f"full-mid-align-{arm}-{u['name']}", f"mid-align experiment: {arm}, {u['name']}",
                                     run_arm, needs=(f"full-base-w{u['world']}-b{u['base']}",)))
+    if "world_checks" in fs:
+        from xlt.demo.world_checks import world_checks
+
+        for w in fs["world_seeds"]:
+            steps.append(step_class(
+                f"full-world-checks-w{w}", f"the analysis tools checked in world {w}",
+                lambda w=w: world_checks(base_dir(w, 0), world_dir(w), device=device, settings=fs["world_checks"]),
+                needs=(f"full-base-w{w}-b0",)))
     if "adamergex" in fs:
         for u in units(fs):
             steps.append(step_class(

@@ -261,6 +261,18 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
         for text, keys in chosen.items():
             add(f"Settings of {', '.join(keys)}: {text}\n")
         add("")
+    checks = {k: v for k, v in results.items() if k.startswith("full-world-checks-") and isinstance(v, dict)}
+    if checks:
+        doc["world_checks"] = {k: {name: {"passed": v[name]["passed"], "expected": v[name]["expected"]}
+                                   for name in ("lens", "neurons") if name in v} for k, v in checks.items()}
+        add("### The analysis tools in the world (answers known)\n")
+        add("| step | check | expected | result |")
+        add("|---|---|---|---|")
+        for key, v in sorted(checks.items()):
+            for name in ("lens", "neurons"):
+                if name in v:
+                    add(f"| `{key}` | {name} | {v[name]['expected']} | {'passed' if v[name]['passed'] else '**failed**'} |")
+        add("")
     full_table = results.get("full_mid_align")
     if full_table:
         doc["full_mid_align"] = full_table

@@ -88,6 +88,9 @@ def full_settings(quick: bool = False) -> dict:
                                "lora_extra_targets": ["lm_head"]},
                       "ref_lines": 1500, "ref_steps": 60, "ref_lr": 5e-3, "t": 1.0, "test_limit": None,
                       "precondition_margin": 0.10},
+        # the analysis tools checked where the answer is known (xlt.demo.world_checks), on each
+        # world's first base model
+        "world_checks": {"lens_prompts": 200, "neuron_lines": 1000, "ppl_lines": 100},
         "chosen": {
             "mid_align": ("steps (600), lr, batch size, warmup and alignment weight: xlt demo's transfer "
                           "settings, chosen on world 0's dev split including target-language labels, "
@@ -108,4 +111,5 @@ def full_settings(quick: bool = False) -> dict:
         s["mid_align"].update(arms=["sft", "parallel-lm", "mid-align"], test_limit=50)
         s["adamergex"]["task"].update(steps=20)
         s["adamergex"].update(ref_lines=200, ref_steps=5, test_limit=50)
+        s["world_checks"].update(lens_prompts=40, neuron_lines=100, ppl_lines=20)
     return copy.deepcopy(s)
