@@ -78,6 +78,17 @@ def prepare_output(output_dir: str | os.PathLike, resume_from_checkpoint, overwr
     return out, resume
 
 
+def wait_for_every_process(args) -> None:
+    """Wait for every process of a distributed run (``args``: the ``TrainingArguments``, whose
+    ``device`` sets the process group up). Called after :func:`prepare_output`, so that no
+    process sees the directory the main one's Trainer creates as an existing output."""
+    import torch.distributed as dist
+
+    args.device  # noqa: B018
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 _WARNED: set[str] = set()
 
 

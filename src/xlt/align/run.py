@@ -111,9 +111,10 @@ def train(config, data: AlignDataArguments, *, report: Callable[[str], None] | N
     from xlt.engines import check_fsdp_version
 
     check_fsdp_version(cfg)
-    from xlt.training import prepare_output
+    from xlt.training import prepare_output, wait_for_every_process
 
     out, resume = prepare_output(cfg.output_dir, cfg.resume_from_checkpoint, data.overwrite)
+    wait_for_every_process(cfg)  # every process checked output_dir before the main one's Trainer creates it
     if cfg.schedule == "task" and (data.parallel_file or data.eval_parallel_file):
         raise ConfigError("--parallel_file is not used by the task-only schedule "
                           "(use xlt train mid-align or afp, or --schedule alternate/joint)")

@@ -57,10 +57,10 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     from xlt.engines import check_fsdp_version
 
     check_fsdp_version(cfg)
-    from xlt.training import prepare_output
+    from xlt.training import prepare_output, wait_for_every_process
 
     out, resume = prepare_output(cfg.output_dir, cfg.resume_from_checkpoint, data.overwrite)
-    _barrier(cfg)  # every process checked output_dir before the main one's Trainer creates it
+    wait_for_every_process(cfg)  # every process checked output_dir before the main one's Trainer creates it
 
     # data first: a bad file fails before the model loads
     from xlt.formats import languages_of, read_records
@@ -170,15 +170,6 @@ def train(config, data: LSLoDataArguments, *, report: Callable[[str], None] | No
     if stop_signal(trainer) is None:  # else pre-empted: a checkpoint, no final output
         _save(trainer, lslo, tokenizer, data, cfg, out, schedule, metadata, engine)
     return trainer
-
-
-def _barrier(cfg) -> None:
-    """Wait for every process of a distributed run (``cfg.device`` sets the process group up)."""
-    import torch.distributed as dist
-
-    cfg.device  # noqa: B018
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _filter_directions(pairs, directions, path):
