@@ -233,11 +233,7 @@ def lens_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--shots", type=int, default=4, help="--pairs: few-shot examples per prompt")
     parser.add_argument("--limit", type=int, default=None, help="use the first N prompts only")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16, float16, auto)")
-    parser.add_argument("--out", required=True, help="output directory (lens.json, lens.png)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files")
+    _add_model_output_options(parser, "output directory (lens.json, lens.png)")
     args = parser.parse_args(argv)
 
     from tqdm.auto import tqdm
@@ -341,11 +337,7 @@ def neurons_command(argv: list[str], prog: str) -> int:
                         help="text file, one prompt per line: greedy generations with each language's "
                              "neurons deactivated")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="--steer-prompts: tokens generated")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16, float16, auto)")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files")
+    _add_model_output_options(parser, "output directory")
     args = parser.parse_args(argv)
 
     from itertools import islice
@@ -448,3 +440,12 @@ def neurons_command(argv: list[str], prog: str) -> int:
             print(f"ppl with {off} neurons deactivated: " + ", ".join(f"{lang} {v:.4g}" for lang, v in row.items()))
     print(summary_line(prog, "language-specific neurons (neurons.safetensors, neurons.json, neurons.png)", args.out))
     return 0
+
+
+def _add_model_output_options(parser, out_help: str) -> None:
+    """The options ``analyze lens`` and ``analyze neurons`` share: device, dtype and the output."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16, float16, auto)")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files")

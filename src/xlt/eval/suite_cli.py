@@ -60,16 +60,23 @@ def _split_list(values: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _mapping(items: list[str], option: str, tasks: list[str]) -> dict[str, str]:
+def _key_values(items: list[str], option: str, form: str, kind: str, known: list[str],
+                known_option: str) -> dict[str, str]:
+    """``KEY=VALUE`` items of ``option`` as a dict; each key must be one of ``known`` (the values
+    of ``known_option``), else one line naming the option, the item and what was expected."""
     out = {}
     for item in items:
-        task, sep, pattern = item.partition("=")
-        if not sep or not task or not pattern:
-            raise ConfigError(f"{option}: cannot read {item!r} (expected TASK=PATTERN)")
-        if task not in tasks:
-            raise ConfigError(f"{option}: task {task!r} is not in --tasks ({', '.join(tasks)})")
-        out[task] = pattern
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{option}: cannot read {item!r} (expected {form})")
+        if key not in known:
+            raise ConfigError(f"{option}: {kind} {key!r} is not in {known_option} ({', '.join(known)})")
+        out[key] = value
     return out
+
+
+def _mapping(items: list[str], option: str, tasks: list[str]) -> dict[str, str]:
+    return _key_values(items, option, "TASK=PATTERN", "task", tasks, "--tasks")
 
 
 def _part_path(out: Path, task: str, lang: str) -> Path:
@@ -216,12 +223,7 @@ def suite_command(argv: list[str], prog: str) -> int:
 
 def _corpora(items: list[str], languages: list[str]) -> dict[str, Path]:
     out = {}
-    for item in items:
-        lang, sep, path = item.partition("=")
-        if not sep or not lang or not path:
-            raise ConfigError(f"--corpus: cannot read {item!r} (expected LANG=FILE)")
-        if lang not in languages:
-            raise ConfigError(f"--corpus: language {lang!r} is not in --languages ({', '.join(languages)})")
+    for lang, path in _key_values(items, "--corpus", "LANG=FILE", "language", languages, "--languages").items():
         if not Path(path).is_file():
             raise ConfigError(f"{path}: no such corpus file")
         out[lang] = Path(path)
