@@ -239,3 +239,40 @@ def test_adamergex_run_at_t0_scores_every_arm_like_the_task_adapter(world_and_ba
         for lang, row in got["test"][arm].items():
             assert row["correct"] == alone[lang]["correct"] and len(row["correct"]) == 6
     assert not (tmp_path / "am").exists()  # adapters and merged models are removed
+
+
+def test_registered_experiment_modules_enter_settings_steps_verdicts_and_report(tmp_path, monkeypatch):
+    """An experiment in a module of its own joins the full demo through ``EXPERIMENT_MODULES``
+    alone: its settings, its steps (after the shared ones), its reproductions and its report."""
+    import sys
+    import types
+    from collections import namedtuple
+
+    from xlt.demo import full
+    from xlt.demo.settings import full_settings
+
+    module = types.ModuleType("xlt_fake_experiment")
+    module.settings = lambda quick: {"steps": 3 if quick else 30, "chosen": "by hand"}
+    module.steps = lambda root, fs, *, device, step_class: [step_class(f"full-fake-{i}", str(root), None)
+                                                             for i in range(fs["fake"]["steps"])]
+    module.reproduction = lambda fs, results: ({"fake": results["full-fake-0"]} if "full-fake-0" in results
+                                              else None)
+    module.report = lambda out, fs, results: (["## fake", str(out)], {"n": fs["fake"]["steps"]})
+    monkeypatch.setitem(sys.modules, "xlt_fake_experiment", module)
+    monkeypatch.setattr(full, "EXPERIMENT_MODULES", (("fake", "xlt_fake_experiment"),))
+
+    fs = full_settings(quick=True)
+    assert fs["fake"] == {"steps": 3, "chosen": "by hand"}
+    assert full_settings(quick=False)["fake"]["steps"] == 30
+    Step = namedtuple("Step", "name title run needs", defaults=((),))
+    names = [s.name for s in full.full_steps(tmp_path, fs, device="cpu", step_class=Step)]
+    assert names[-3:] == ["full-fake-0", "full-fake-1", "full-fake-2"]
+    assert names[0] == "full-world-w1"
+    settings = {"full": fs}
+    assert full.reproductions(settings, {"full-fake-0": "r"})["fake"] == "r"
+    assert "fake" not in full.reproductions(settings, {})
+    assert full.experiment_reports(tmp_path, settings, {}) == [("fake", ["## fake", str(tmp_path)], {"n": 3})]
+    assert full.experiment_reports(tmp_path, {}, {}) == []
+    del fs["fake"]  # not in the settings: not run
+    assert not any(n.startswith("full-fake") for n in
+                   (s.name for s in full.full_steps(tmp_path, fs, device="cpu", step_class=Step)))

@@ -31,6 +31,38 @@ from pathlib import Path
 
 ARMS = ("sft", "parallel-lm", "mid-align", "align-first", "align-last")
 
+#: Experiments that live in modules of their own, as ``(settings key, module name)``, run when
+#: their key is in the full settings. Each module provides:
+#:
+#: * ``settings(quick: bool) -> dict``: the experiment's settings, with a ``"chosen"`` entry (how
+#:   every setting was chosen, printed in the report);
+#: * ``steps(root: Path, fs: dict, *, device: str, step_class) -> list``: its steps (names start
+#:   with ``full-<key>-``; the shared worlds and base models are :func:`world_path` and
+#:   :func:`base_path`, made by the steps ``full-world-w<W>`` and ``full-base-w<W>-b<B>``);
+#: * ``reproduction(fs: dict, results: dict) -> dict | None``: ``{key: Reproduction}``, None while
+#:   a step is missing;
+#: * ``report(out: Path, fs: dict, results: dict) -> tuple[list[str], dict]``: markdown lines for
+#:   the report (may write plots into ``out``) and a JSON-ready summary (``results.json`` under
+#:   ``full_<key>``).
+EXPERIMENT_MODULES: tuple[tuple[str, str], ...] = ()
+
+
+def experiment_modules(fs: dict) -> list[tuple[str, object]]:
+    """The registered experiment modules whose key is in the full settings ``fs``, imported."""
+    from importlib import import_module
+
+    return [(key, import_module(name)) for key, name in EXPERIMENT_MODULES if key in fs]
+
+
+def world_path(root: Path, w: int) -> Path:
+    """The directory of world ``w`` of the full demo (``root``: the demo's ``out / "full"``)."""
+    return root / f"world-w{w}"
+
+
+def base_path(root: Path, w: int, b: int) -> Path:
+    """The base model pre-trained with seed ``b`` on world ``w``."""
+    return root / "models" / f"base-w{w}-b{b}"
+
 
 def units(settings: dict) -> list[dict]:
     """The runs of every experiment: ``{"world": w, "base": b, "seed": s, "name": ...}``.
@@ -295,10 +327,10 @@ def full_steps(out: Path, fs: dict, *, device: str, step_class) -> list:
     steps = []
 
     def world_dir(w: int) -> Path:
-        return root / f"world-w{w}"
+        return world_path(root, w)
 
     def base_dir(w: int, b: int) -> Path:
-        return root / "models" / f"base-w{w}-b{b}"
+        return base_path(root, w, b)
 
     for w in fs["world_seeds"]:
         steps.append(step_class(f"full-world-w{w}", f"world {w}",
@@ -342,6 +374,8 @@ def full_steps(out: Path, fs: dict, *, device: str, step_class) -> list:
                                           root / "models" / f"adamergex-{u['name']}", fs["adamergex"],
                                           seed=u["seed"], device=device),
                 needs=(f"full-base-w{u['world']}-b{u['base']}",)))
+    for _, module in experiment_modules(fs):
+        steps += module.steps(root, fs, device=device, step_class=step_class)
     return steps
 
 
@@ -470,4 +504,14 @@ def reproductions(settings: dict, results: dict) -> dict:
     out = dict(mid_align_reproduction(fs, results) or {})
     if "adamergex" in fs:
         out.update(adamergex_reproduction(fs, results) or {})
+    for _, module in experiment_modules(fs):
+        out.update(module.reproduction(fs, results) or {})
     return out
+
+
+def experiment_reports(out: Path, settings: dict, results: dict) -> list[tuple[str, list[str], dict]]:
+    """``(key, markdown lines, JSON summary)`` of every registered experiment module that runs."""
+    fs = settings.get("full")
+    if not fs:
+        return []
+    return [(key, *module.report(out, fs, results)) for key, module in experiment_modules(fs)]

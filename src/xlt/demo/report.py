@@ -292,6 +292,12 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
         if _plot_transfer(out / "full_mid_align.png", bars, langs_full, "accuracy",
                           "mid-align reproduction: polarity accuracy by arm (error bars: sd over runs)"):
             add("![mid-align reproduction: accuracy per arm and language](full_mid_align.png)\n")
+    from xlt.demo.full import experiment_reports
+
+    for key, lines, summary in experiment_reports(out, settings, results):
+        doc[f"full_{key}"] = summary
+        md.extend(lines)
+        add("")
 
     add(f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); device {device}; "
         f"{'quick run' if settings.get('quick') else 'default run'}. Every number below was computed "

@@ -108,6 +108,12 @@ def full_settings(quick: bool = False) -> dict:
                                    "above its test items' majority-class rate",
         },
     }
+    from importlib import import_module
+
+    from xlt.demo.full import EXPERIMENT_MODULES
+
+    for key, name in EXPERIMENT_MODULES:  # the experiments in modules of their own
+        s[key] = import_module(name).settings(quick)
     if quick:
         s.update(world_seeds=[1], units_per_world=2)
         s["mid_align"].update(arms=["sft", "parallel-lm", "mid-align"], test_limit=50)
