@@ -47,7 +47,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(PY) $(ENVTOOL) versions
 	@$(PY) $(ENVTOOL) check --lock $(LOCK) $(TORCH_ARGS)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # The drift check: a separate virtualenv with the newest releases pyproject.toml allows (torch
 # stays at the lock's version unless TORCH_SPEC says otherwise), then the whole suite.

@@ -296,3 +296,115 @@ def test_loglikelihoods_equal_the_harness_on_its_own_task(task, tiny_llama_dir, 
     for sample, result in zip(samples, results):
         assert result.loglikelihoods == pytest.approx([r[0][0] for r in sample["resps"]], abs=1e-4)
     assert table["eng_Latn"]["acc"] == pytest.approx(harness["results"][f"xlt_local_{task}"]["acc,none"])
+
+
+# --------------------------------------------------------------------------------------------
+# Global-MMLU
+
+def _gmmlu(sample_id, subject, question, options, answer, label="-"):
+    return {"sample_id": sample_id, "subject": subject, "subject_category": "STEM" if subject != "world_religions"
+            else "Humanities", "question": question, "option_a": options[0], "option_b": options[1],
+            "option_c": options[2], "option_d": options[3], "answer": answer, "required_knowledge": "[]",
+            "time_sensitive": "[]", "reference": "[]", "culture": "[]", "region": "[]", "country": "[]",
+            "cultural_sensitivity_label": label, "is_annotated": label != "-"}
+
+
+GMMLU_TEST = [
+    _gmmlu("astronomy/test/0", "astronomy", "What is the closest star to Earth? ", ["Sirius", "The Sun", "Vega", "Polaris"],
+           "B", "CA"),
+    _gmmlu("world_religions/test/0", "world_religions", "Which city is holy in three religions?",
+           ["Jerusalem", "Paris", "Lima", "Oslo"], "A", "CS"),
+    _gmmlu("astronomy/test/1", "astronomy", "How many planets orbit the Sun?", ["7", "8", "9", "10"], "B", "CA"),
+    _gmmlu("world_religions/test/1", "world_religions", "Which book is sacred in Islam?",
+           ["The Vedas", "The Torah", "The Quran", "The Avesta"], "C"),
+]
+GMMLU_DEV = [
+    _gmmlu("world_religions/dev/0", "world_religions", "Who founded Buddhism?", ["Laozi", "Siddhartha", "Moses", "Mani"],
+           "B"),
+    _gmmlu("astronomy/dev/0", "astronomy", "What is a light-year?", ["A time", "A distance", "A mass", "A speed"], "B"),
+    _gmmlu("astronomy/dev/1", "astronomy", "Which planet is red?", ["Mars", "Venus", "Jupiter", "Saturn"], "A"),
+    _gmmlu("world_religions/dev/1", "world_religions", "Where is Mecca?", ["Iran", "Egypt", "Saudi Arabia", "Iraq"],
+           "C"),
+    _gmmlu("astronomy/dev/2", "astronomy", "What orbits a planet?", ["A moon", "A star", "A comet", "A galaxy"], "A"),
+]
+
+
+def test_global_mmlu_prompt_and_per_subject_demonstrations_are_the_harness(tmp_path, bpe_tokenizer):
+    """The harness's global_mmlu_full template, and its demonstrations: one task per subject, the
+    first k dev items of that subject (first_n sampler), joined by a blank line."""
+    from xlt.eval.cli import default_source
+    from xlt.eval.icl import prepare_icl_items
+    from xlt.eval.readers import dataset_rows, global_mmlu_items
+    from xlt.eval.templates import load_template
+
+    harness = _harness_template("global_mmlu", "full", "en", "_en_template_yaml")
+    assert harness["fewshot_config"]["sampler"] == "first_n" and harness["fewshot_split"] == "dev"
+    template = load_template("global_mmlu")
+    assert template.dataset == {"path": "CohereLabs/Global-MMLU", "split": "test", "dev_split": "dev"}
+    assert default_source(template) == default_source(template, dev=True) == "hf:CohereLabs/Global-MMLU"
+    test = global_mmlu_items(dataset_rows(write_jsonl(tmp_path / "t.jsonl", GMMLU_TEST)))
+    dev = global_mmlu_items(dataset_rows(write_parquet(tmp_path / "d.parquet", GMMLU_DEV)))
+    assert [it.label for it in test] == ["B", "A", "B", "C"]
+    assert test[0].fields["question"] == "What is the closest star to Earth?"  # stripped, as the harness does
+    for shots in (0, 2):
+        prepared = prepare_icl_items(template=template, test={"en": test}, dev={"en": dev}, shots=shots)
+        for row, item in zip(GMMLU_TEST, prepared):
+            same_subject = [d for d in GMMLU_DEV if d["subject"] == row["subject"]][:shots]
+            theirs = _harness_requests(harness["doc_to_text"], row, [(d, d["answer"]) for d in same_subject],
+                                       harness["doc_to_choice"])
+            assert [c + k for c, k in item.requests] == [c + k for c, k in theirs]
+            assert _row_tokens(bpe_tokenizer, item.requests) == _row_tokens(bpe_tokenizer, theirs)
+            assert item.gold == "ABCD".index(row["answer"])
+    with pytest.raises(DataError, match=r"3 demonstrations requested but the dev split has only 2 items with "
+                                        r"subject = 'world_religions'"):
+        prepare_icl_items(template=template, test={"en": test}, dev={"en": dev}, shots=3)
+
+
+def test_global_mmlu_accuracy_per_cultural_sensitivity_label(tiny_llama_dir, tmp_path):
+    """acc_CA / acc_CS (rows labelled "-" are in neither) against the per-item results grouped by hand."""
+    from xlt.eval.icl import evaluate_icl
+    from xlt.eval.readers import dataset_rows, global_mmlu_items
+    from xlt.eval.suite import SuiteUnit, evaluate_suite
+    from xlt.eval.templates import load_template
+    from xlt.models import load_model, load_tokenizer
+
+    model, tokenizer = load_model(tiny_llama_dir, kind="causal"), load_tokenizer(tiny_llama_dir)
+    template = load_template("global_mmlu")
+    rows = GMMLU_TEST * 3
+    test = global_mmlu_items(dataset_rows(write_jsonl(tmp_path / "t.jsonl", rows)))
+    results = evaluate_suite(model, tokenizer, [SuiteUnit("global_mmlu", "en", template, test)])["global_mmlu"]["en"]
+    _, items = evaluate_icl(model, tokenizer, template=template, test={"en": test}, scoring="lm-eval")
+    by_label: dict = {}
+    for row, item in zip(rows, items):
+        by_label.setdefault(row["cultural_sensitivity_label"], []).append(item.pred == item.gold)
+    for label in ("CA", "CS"):
+        assert results[f"acc_{label}"] == pytest.approx(sum(by_label[label]) / len(by_label[label]))
+        assert results[f"n_{label}"] == len(by_label[label])
+    assert results["n"] == 12 and "acc_-" not in results and results["n_CA"] == 6 and results["n_CS"] == 3
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"option_c": None}, r"item 2: field 'option_c': global_mmlu: missing \(expected fields question, option_a"),
+    ({"answer": "E"}, r"item 2: field 'answer': global_mmlu: answer 'E' is outside the options \(expected A, B, C or D\)"),
+])
+def test_global_mmlu_schema_mismatches(tmp_path, change, message):
+    from xlt.eval.cli import read_eval_split
+    from xlt.eval.templates import load_template
+
+    bad = [GMMLU_TEST[0], {k: v for k, v in {**GMMLU_TEST[1], **change}.items() if v is not None}]
+    path = write_jsonl(tmp_path / "en.jsonl", bad)
+    with pytest.raises(DataError, match=str(path).replace("\\", "\\\\") + " " + message):
+        read_eval_split(str(path), load_template("global_mmlu"), ["en"])
+
+
+def test_template_grouping_fields_must_exist(tmp_path):
+    from xlt.eval.templates import parse_template
+
+    data = {"reader": "belebele", "labels": [1, 2, 3, 4], "report_by": "topic",
+            "prompts": {"default": {"template": "{question} {choice}", "choices": ["A", "B", "C", "D"]}}}
+    with pytest.raises(ConfigError, match=r"t.yaml: report_by names field 'topic', which reader 'belebele' does not"):
+        parse_template(data, "t.yaml")
+    data.pop("report_by")
+    with pytest.raises(ConfigError, match=r"demonstrations must be one of fixed, per_item, per_item_excluding_item, "
+                                          r"first_n, got 'last_n'"):
+        parse_template({**data, "demonstrations": "last_n"}, "t.yaml")

@@ -149,3 +149,30 @@ def test_suite_bits_per_byte(tiny_llama_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main([("32" if arg == "16" else arg) for arg in argv]) == 2  # another --context
     assert "ppl.en.json: computed with other settings (context)" in capsys.readouterr().err
+
+
+def test_suite_global_mmlu_reports_the_cultural_sensitivity_subsets(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    """Global-MMLU in the suite, 2-shot from its dev files: acc, acc_CA and acc_CS per language in
+    results.json, and a table per label in results.md."""
+    import datasets
+
+    from test_eval_benchmarks import GMMLU_DEV, GMMLU_TEST
+    from xlt.cli import main
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    for lang in ("en", "sw"):
+        write_jsonl(tmp_path / "gm" / lang / "test.jsonl", GMMLU_TEST)
+        write_parquet(tmp_path / "gm" / lang / "dev.parquet", GMMLU_DEV)
+    out = tmp_path / "suite"
+    assert main(["eval", "suite", "--model", str(tiny_llama_dir), "--tasks", "global_mmlu", "--languages", "en,sw",
+                 "--data", f"global_mmlu={tmp_path}/gm/{{lang}}/test.jsonl", "--dev",
+                 f"global_mmlu={tmp_path}/gm/{{lang}}/dev.parquet", "--shots", "2", "--out", str(out),
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "results.json").read_text())
+    for lang in ("en", "sw"):
+        row = report["results"]["global_mmlu"][lang]
+        assert row["n"] == 4 and row["n_CA"] == 2 and row["n_CS"] == 1
+    markdown = (out / "results.md").read_text()
+    assert "global_mmlu accuracy (%) per cultural_sensitivity_label, 2-shot" in markdown
+    ca = [report["results"]["global_mmlu"][lang]["acc_CA"] for lang in ("en", "sw")]
+    assert f"| global_mmlu (CA) | {100 * ca[0]:.1f} | {100 * ca[1]:.1f} | {50 * (ca[0] + ca[1]):.1f} |" in markdown

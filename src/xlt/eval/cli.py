@@ -19,10 +19,10 @@ from xlt.provenance import VERSIONS_KEY, package_versions
 
 ICL_DESCRIPTION = """\
 Multiple-choice in-context evaluation of a causal LM in several languages. --task is a built-in
-template (pawsx, xnli, xcopa, xstorycloze, xwinograd, belebele, sib200), a template YAML file, or
+template (pawsx, xnli, xcopa, xstorycloze, xwinograd, belebele, sib200, global_mmlu), a template YAML file, or
 'choice' for MultipleChoiceItem JSON Lines. --test/--dev are file paths, '{lang}' standing for
 each of --languages (e.g. 'x-final/{lang}/test_2k.tsv'), or 'hf:DATASET' for a hub dataset whose
-configs are the languages (belebele and sib200 default to theirs). Scoring 'afp' sums log2 p over
+configs are the languages (belebele, sib200 and global_mmlu default to theirs). Scoring 'afp' sums log2 p over
 the whole text (the AFP reference); 'lm-eval' scores the continuation as lm-evaluation-harness
 (acc, acc_norm)."""
 

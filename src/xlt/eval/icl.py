@@ -148,6 +148,47 @@ def prepare_template_items(template, test_items: Iterable, demos: Sequence, *, l
     return prepared
 
 
+def first_demonstrations(dev: Sequence, k: int) -> list:
+    """The first ``k`` dev items in file order (lm-evaluation-harness's ``first_n`` sampler)."""
+    if k < 0:
+        raise ConfigError(f"number of shots must be >= 0, got {k}")
+    if len(dev) < k:
+        raise DataError(f"{k} demonstrations requested but the dev split has only {len(dev)} items")
+    return list(dev[:k])
+
+
+def grouped_demonstrations(dev: Sequence, k: int, test_items: Sequence, seed: int, *, by: str,
+                           rule: str = "first_n") -> list[list]:
+    """Demonstrations per test item from the dev items whose field ``by`` equals the item's (the
+    harness's per-subject tasks, e.g. Global-MMLU's 57 subjects with 5 dev items each), chosen in
+    each group by ``rule``: ``first_n`` (file order), ``fixed`` (:func:`select_demonstrations`
+    with ``seed``), or ``per_item`` / ``per_item_excluding_item`` (one draw sequence per group,
+    :func:`sample_demonstrations_per_item`). A group with fewer than ``k`` dev items is a
+    :class:`DataError` naming the field and value."""
+    groups: dict = {}
+    for item in dev:
+        groups.setdefault(item.fields.get(by), []).append(item)
+    members: dict = {}
+    for index, item in enumerate(test_items):
+        members.setdefault(item.fields.get(by), []).append(index)
+    out: list[list] = [[] for _ in test_items]
+    for value, indices in members.items():
+        pool = groups.get(value, [])
+        if len(pool) < k:
+            raise DataError(f"{k} demonstrations requested but the dev split has only {len(pool)} items "
+                            f"with {by} = {value!r}")
+        if rule == "first_n":
+            chosen = [pool[:k]] * len(indices)
+        elif rule == "fixed":
+            chosen = [select_demonstrations(pool, k, seed)] * len(indices)
+        else:
+            chosen = sample_demonstrations_per_item(pool, k, [test_items[i] for i in indices], seed,
+                                                    exclude_item=rule == "per_item_excluding_item")
+        for index, demos in zip(indices, chosen):
+            out[index] = list(demos)
+    return out
+
+
 def sample_demonstrations_per_item(dev: Sequence, k: int, test_items: Sequence, seed: int, *,
                                    exclude_item: bool = False) -> list[list]:
     """lm-evaluation-harness's demonstrations: ``k`` dev items drawn for each test item in turn
@@ -292,7 +333,12 @@ def prepare_icl_items(*, template=None, test: Mapping[str, Sequence], dev: Mappi
             pool = dev[plang]
             if prompt is not None and prompt.drop_empty:
                 pool = [it for it in pool if prompt.keeps(it.fields)]
-            if template is not None and template.demonstrations != "fixed":
+            if template is not None and template.demonstrations_by:
+                per_item = grouped_demonstrations(pool, shots, items, seed, by=template.demonstrations_by,
+                                                  rule=template.demonstrations)
+            elif template is not None and template.demonstrations == "first_n":
+                demos = first_demonstrations(pool, shots)
+            elif template is not None and template.demonstrations != "fixed":
                 per_item = sample_demonstrations_per_item(
                     pool, shots, items, seed, exclude_item=template.demonstrations == "per_item_excluding_item")
             else:

@@ -22,9 +22,11 @@ belebele   Belebele (``facebook/belebele``) rows: ``flores_passage, question, mc
            correct_answer_num`` (1-4), ``dialect`` (the language); JSON Lines, JSON or parquet
 sib200     SIB-200 (``Davlan/sib200``) rows: ``index_id, text, category`` (one of the 7
            topics); JSON Lines, JSON or parquet
+global_mmlu Global-MMLU (``CohereLabs/Global-MMLU``) rows: ``question, option_a..option_d,
+           answer`` (A-D), ``subject, subject_category, cultural_sensitivity_label, sample_id``
 ========== ==================================================================================
 
-The last two read their files through the ``datasets`` library (the ``json`` and ``parquet``
+The last three read their files through the ``datasets`` library (the ``json`` and ``parquet``
 builders), the same code that loads them from the hub (:func:`hub_rows`), and name the task in
 every error.
 """
@@ -371,6 +373,31 @@ def sib200_items(rows: list[tuple[dict, dict]], task: str = "sib200") -> list[Ra
     return items
 
 
+GLOBAL_MMLU_FIELDS = ("question", "option_a", "option_b", "option_c", "option_d", "answer")
+#: Global-MMLU's optional fields, kept on each item (the subject groups demonstrations; the
+#: cultural-sensitivity label, CS or CA where annotated, splits the accuracy)
+GLOBAL_MMLU_EXTRA = ("subject", "subject_category", "cultural_sensitivity_label", "sample_id")
+
+
+def global_mmlu_items(rows: list[tuple[dict, dict]], task: str = "global_mmlu") -> list[RawItem]:
+    """Global-MMLU rows (``CohereLabs/Global-MMLU``, also Global-MMLU-Lite) -> RawItems: the
+    question (stripped, as the harness does), the four options; label: ``answer``, a letter A-D;
+    ``subject``, ``subject_category``, ``cultural_sensitivity_label`` and ``sample_id`` kept as
+    fields ("" where absent)."""
+    items = []
+    for where, row in rows:
+        _require_task(row, GLOBAL_MMLU_FIELDS, where, task)
+        answer = str(row["answer"]).strip()
+        if answer not in ("A", "B", "C", "D"):
+            raise DataError(f"{task}: answer {row['answer']!r} is outside the options (expected A, B, C or D)",
+                            field="answer", **where)
+        fields = {name: str(row[name]) for name in GLOBAL_MMLU_FIELDS[:-1]}
+        fields["question"] = fields["question"].strip()
+        fields.update({name: "" if row.get(name) is None else str(row[name]) for name in GLOBAL_MMLU_EXTRA})
+        items.append(RawItem(fields, answer, where=where))
+    return items
+
+
 def mgsm_items(rows: list[tuple[dict, dict]], task: str = "mgsm") -> list[RawItem]:
     """MGSM rows -> RawItems (:func:`xlt.eval.mgsm.mgsm_items`)."""
     from xlt.eval.mgsm import mgsm_items as read
@@ -382,6 +409,7 @@ def mgsm_items(rows: list[tuple[dict, dict]], task: str = "mgsm") -> list[RawIte
 ROW_READERS: dict[str, Callable[[list[tuple[dict, dict]]], list[RawItem]]] = {
     "belebele": belebele_items,
     "sib200": sib200_items,
+    "global_mmlu": global_mmlu_items,
     "mgsm": mgsm_items,
 }
 
@@ -399,6 +427,7 @@ READERS: dict[str, Callable[[Path], list[RawItem]]] = {
     "xwinograd": read_xwinograd,
     "belebele": lambda path: belebele_items(dataset_rows(path)),
     "sib200": lambda path: sib200_items(dataset_rows(path)),
+    "global_mmlu": lambda path: global_mmlu_items(dataset_rows(path)),
     "mgsm": lambda path: mgsm_items(dataset_rows(path)),
 }
 

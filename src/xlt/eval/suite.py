@@ -106,11 +106,38 @@ def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit 
                                 dev=dev, shots=shots, seed=seed, scoring=unit.scoring, batch_size=batch_size,
                                 share_prefix=share_prefix)
         metrics = table[unit.language]
+        if getattr(unit.template, "report_by", None):
+            metrics = {**metrics, **group_metrics(_kept(unit), item_results, unit.template.report_by)}
         results.setdefault(unit.task, {})[unit.language] = metrics
         if on_result is not None:
             on_result(unit, metrics, item_values(item_results))
     bar.close()
     return results
+
+
+def _kept(unit: SuiteUnit) -> list:
+    """The unit's test items that are scored (a template's ``drop_empty`` leaves some out)."""
+    prompt = unit.template.prompt_for(unit.language)
+    return [it for it in unit.test if prompt.keeps(it.fields)] if prompt.drop_empty else list(unit.test)
+
+
+def group_metrics(items: Sequence, item_results: Sequence, by: str) -> dict[str, Any]:
+    """Accuracy per value of the items' field ``by`` (Global-MMLU's cultural-sensitivity label):
+    ``{"acc_<value>": share correct, "n_<value>": items}`` for every non-empty value other than
+    "-" (rows without the label), values in sorted order. ``items`` and ``item_results`` are in
+    the same order (as :func:`xlt.eval.icl.evaluate_icl` returns them)."""
+    if len(items) != len(item_results):
+        raise ValueError(f"{len(items)} items but {len(item_results)} results")
+    groups: dict[str, list[float]] = {}
+    for item, result in zip(items, item_results):
+        value = str(item.fields.get(by) or "").strip()
+        if value and value != "-":
+            groups.setdefault(value, []).append(float(result.pred == result.gold))
+    out: dict[str, Any] = {}
+    for value in sorted(groups):
+        out[f"acc_{value}"] = sum(groups[value]) / len(groups[value])
+        out[f"n_{value}"] = len(groups[value])
+    return out
 
 
 def item_values(item_results) -> dict[str, list]:

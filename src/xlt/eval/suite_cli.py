@@ -14,12 +14,12 @@ from pathlib import Path
 from xlt.errors import ConfigError, DataError
 from xlt.provenance import VERSIONS_KEY, package_versions
 
-DESCRIPTION = """Run multiple-choice tasks (belebele, sib200, pawsx, xnli, xcopa, xstorycloze,
-xwinograd or template YAML files) and MGSM (greedy direct answers, number exact match as
+DESCRIPTION = """Run multiple-choice tasks (belebele, sib200, global_mmlu, pawsx, xnli, xcopa,
+xstorycloze, xwinograd or template YAML files) and MGSM (greedy direct answers, number exact match as
 lm-evaluation-harness's mgsm_direct scores it) in several languages with one model and write OUT/results.json
 (task x language x metric, with the model, prompts and versions), OUT/results.md and
 OUT/heatmap.png; --corpus LANG=FILE adds the language's bits per byte on that text (task 'ppl').
-Belebele, SIB-200 and MGSM read their hub datasets unless --data gives files; the other
+Belebele, SIB-200, Global-MMLU and MGSM read their hub datasets unless --data gives files; the other
 tasks need --data TASK=PATTERN ('{lang}' standing for each language). Resumable: a rerun with the
 same settings scores only the (task, language) pairs not yet in OUT/parts/."""
 
@@ -254,6 +254,15 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
     sections = []
     if any(task != "mgsm" for task in templates):
         sections.append(f"# {name}: accuracy (%), {args.shots}-shot\n\n{suite_markdown(ordered, 'acc')}\n")
+    for task, template in templates.items():  # e.g. Global-MMLU per cultural-sensitivity label
+        by = getattr(template, "report_by", None)
+        keys = sorted({k for m in ordered.get(task, {}).values() for k in m
+                       if k.startswith("acc_") and k != "acc_norm"}) if by else []
+        if keys:
+            rows = {f"{task} ({key[len('acc_'):]})": {lang: {"acc": m[key]} for lang, m in ordered[task].items()
+                                                      if key in m} for key in keys}
+            sections.append(f"# {name}: {task} accuracy (%) per {by}, {args.shots}-shot\n\n"
+                            f"{suite_markdown(rows, 'acc')}\n")
     if "mgsm" in templates:
         rows = {f"mgsm ({label})": {lang: {"exact_match": m[metric]} for lang, m in ordered["mgsm"].items()}
                 for label, metric in (("flexible-extract", "exact_match_flexible"),

@@ -28,7 +28,12 @@ A template file (the five shipped ones live in ``xlt/eval/templates/``)::
     demonstrations: fixed       # "fixed": the same k for every item (AFP's rule); "per_item":
                                 # drawn for each item in turn, as lm-evaluation-harness does;
                                 # "per_item_excluding_item": the same, never the item itself
-                                # (see xlt.eval.icl.sample_demonstrations_per_item)
+                                # (see xlt.eval.icl.sample_demonstrations_per_item);
+                                # "first_n": the first k dev items in file order for every
+                                # item (lm-evaluation-harness's first_n sampler)
+    demonstrations_by: subject  # optional: demonstrations only from dev items whose field
+                                # has the scored item's value (the harness's per-subject tasks)
+    report_by: cultural_sensitivity_label  # optional: accuracy also per value of this field
 
 Every template needs exactly one ``{choice}``; every other placeholder must be a field of the
 reader's items or a derived word. ``apply`` rewrites a field with named steps, in order (see
@@ -57,14 +62,16 @@ READER_FIELDS: dict[str, set[str] | None] = {
     "xwinograd": {"part1", "part2", "option1", "option2"},
     "belebele": {"flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4"},
     "sib200": {"text", "index_id"},
+    "global_mmlu": {"question", "option_a", "option_b", "option_c", "option_d", "subject", "subject_category",
+                    "cultural_sensitivity_label", "sample_id"},
     "jsonl": None,
 }
 
-BUILTIN_TASKS = ("pawsx", "xnli", "xcopa", "xstorycloze", "xwinograd", "belebele", "sib200")
+BUILTIN_TASKS = ("pawsx", "xnli", "xcopa", "xstorycloze", "xwinograd", "belebele", "sib200", "global_mmlu")
 #: tasks whose prompts exist in two versions: the AFP paper's and lm-evaluation-harness's
 PROMPT_SETS = ("afp", "lm-eval")
 LM_EVAL_TASKS = ("pawsx", "xnli", "xcopa", "xstorycloze", "xwinograd")
-DEMONSTRATION_RULES = ("fixed", "per_item", "per_item_excluding_item")
+DEMONSTRATION_RULES = ("fixed", "per_item", "per_item_excluding_item", "first_n")
 
 
 def _detokenize(text: str) -> str:
@@ -139,7 +146,9 @@ class TaskTemplate:
     scoring: str = "afp"
     dataset: Mapping[str, str] | None = None  # {"path", "split", "dev_split"?}: hub location
     target_delimiter: str = ""
-    demonstrations: str = "fixed"  # or "per_item" (see xlt.eval.icl)
+    demonstrations: str = "fixed"  # or "per_item", "per_item_excluding_item", "first_n" (see xlt.eval.icl)
+    demonstrations_by: str | None = None  # demonstrations share this field's value with the item
+    report_by: str | None = None  # accuracy also reported per value of this field
     prompts_from: str = "afp"  # the prompt set a built-in template comes from (afp or lm-eval)
 
     def prompt_for(self, lang: str) -> PromptFormat:
@@ -182,7 +191,8 @@ def parse_template(data: Mapping[str, Any], source: str) -> TaskTemplate:
         if key not in data:
             raise ConfigError(f"{source}: template has no {key!r}")
     unknown = set(data) - {"task", "reader", "labels", "prompts", "connector", "split", "label_field",
-                           "scoring", "dataset", "target_delimiter", "demonstrations"}
+                           "scoring", "dataset", "target_delimiter", "demonstrations", "demonstrations_by",
+                           "report_by"}
     if unknown:
         raise ConfigError(f"{source}: unknown template key(s) {', '.join(sorted(unknown))}")
     reader = str(data["reader"])
@@ -201,6 +211,12 @@ def parse_template(data: Mapping[str, Any], source: str) -> TaskTemplate:
     if demonstrations not in DEMONSTRATION_RULES:
         raise ConfigError(f"{source}: demonstrations must be one of {', '.join(DEMONSTRATION_RULES)}, "
                           f"got {demonstrations!r}")
+    known = READER_FIELDS[reader]
+    for key in ("demonstrations_by", "report_by"):
+        name = data.get(key)
+        if name is not None and known is not None and name not in known:
+            raise ConfigError(f"{source}: {key} names field {name!r}, which reader {reader!r} does not provide "
+                              f"(fields: {', '.join(sorted(known))})")
     dataset = data.get("dataset")
     if dataset is not None:
         if not isinstance(dataset, Mapping) or not {"path", "split"} <= set(dataset) \
@@ -210,7 +226,6 @@ def parse_template(data: Mapping[str, Any], source: str) -> TaskTemplate:
     prompts_data = data["prompts"]
     if not isinstance(prompts_data, Mapping) or not prompts_data:
         raise ConfigError(f"{source}: 'prompts' must map prompt languages to formats")
-    known = READER_FIELDS[reader]
     prompts = {}
     for lang, spec in prompts_data.items():
         where = f"{source}: prompt {lang!r}"
@@ -268,15 +283,16 @@ def parse_template(data: Mapping[str, Any], source: str) -> TaskTemplate:
                         prompts=prompts, connector=str(data.get("connector", "</s>")), split=split,
                         label_field=str(data.get("label_field", "label")), source=source, scoring=scoring,
                         dataset=dataset, target_delimiter=str(data.get("target_delimiter", "")),
-                        demonstrations=demonstrations)
+                        demonstrations=demonstrations, demonstrations_by=data.get("demonstrations_by"),
+                        report_by=data.get("report_by"))
 
 
 def load_template(name_or_path: str, prompts: str = "afp") -> TaskTemplate:
     """A shipped template by task name (pawsx, xnli, xcopa, xstorycloze, xwinograd, belebele,
-    sib200) or a YAML file.
+    sib200, global_mmlu) or a YAML file.
 
     ``prompts="lm-eval"`` picks, for the five AFP tasks, lm-evaluation-harness's prompts
-    (``<task>.lm-eval.yaml``) instead of the AFP paper's; Belebele and SIB-200 have one prompt
+    (``<task>.lm-eval.yaml``) instead of the AFP paper's; Belebele, SIB-200 and Global-MMLU have one prompt
     set (the harness's) and a template file is itself, so for those it changes nothing.
     """
     import yaml
