@@ -66,17 +66,21 @@ def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: in
     return {key: out[key] for key in ("bits_per_byte", "ppl", "n_bytes", "n_tokens")}
 
 
-def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit | MgsmUnit], *, shots: int = 0,
+def evaluate_suite(model, tokenizer, units: Sequence[Any], *, shots: int = 0,
                    seed: int = 0, batch_size: int = 16, share_prefix: bool = True,
                    on_result: Callable[[Any, dict[str, Any], dict[str, list] | None], None] | None = None,
-                   progress: bool = False) -> Results:
+                   progress: bool = False, mt_metrics: dict[str, Any] | None = None) -> Results:
     """Score every unit with ``shots`` demonstrations drawn from its ``dev`` items with ``seed``
     (the rule of :func:`xlt.eval.icl.select_demonstrations`). Returns ``{task: {language:
     {"acc", "acc_norm" (lm-eval rule), "n"}}}``; ``on_result(unit, metrics, items)`` is called
     after each, ``items`` being the per-item values of a task (:func:`item_values`; ``None`` for
     a :class:`PerplexityUnit`), what ``xlt eval compare`` pairs runs by. An :class:`MgsmUnit`
     reports ``{"exact_match", "exact_match_flexible", "n"}`` (:func:`xlt.eval.mgsm.evaluate_mgsm`)
-    and its items carry the completions too (``predictions``)."""
+    and its items carry the completions too (``predictions``). A :class:`xlt.eval.flores.FloresUnit`
+    (one translation direction, its ``language`` being ``"SRC-TGT"``) reports the scores of
+    ``mt_metrics`` (default BLEU and chrF++, :func:`xlt.eval.mt.make_metrics`), the
+    ``wrong_language_rate`` and ``n`` (:func:`xlt.eval.flores.evaluate_flores`)."""
+    from xlt.eval.flores import FloresUnit
     import sys
 
     from tqdm import tqdm
@@ -91,6 +95,17 @@ def evaluate_suite(model, tokenizer, units: Sequence[SuiteUnit | PerplexityUnit 
             metrics, per_item, predictions = evaluate_mgsm(
                 model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),
                 stop=unit.task_spec.stop, max_new_tokens=unit.max_new_tokens, batch_size=batch_size)
+            results.setdefault(unit.task, {})[unit.language] = metrics
+            if on_result is not None:
+                on_result(unit, metrics, dict(per_item, predictions=predictions))
+            continue
+        if isinstance(unit, FloresUnit):
+            from xlt.eval.flores import evaluate_flores
+            from xlt.eval.mt import make_metrics
+
+            if mt_metrics is None:
+                mt_metrics = make_metrics(chrf_word_order=2)
+            metrics, per_item, predictions = evaluate_flores(model, tokenizer, unit, mt_metrics, batch_size=batch_size)
             results.setdefault(unit.task, {})[unit.language] = metrics
             if on_result is not None:
                 on_result(unit, metrics, dict(per_item, predictions=predictions))

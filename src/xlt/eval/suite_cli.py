@@ -18,7 +18,10 @@ DESCRIPTION = """Run multiple-choice tasks (belebele, sib200, global_mmlu, pawsx
 xstorycloze, xwinograd or template YAML files) and MGSM (greedy direct answers, number exact match as
 lm-evaluation-harness's mgsm_direct scores it) in several languages with one model and write OUT/results.json
 (task x language x metric, with the model, prompts and versions), OUT/results.md and
-OUT/heatmap.png; --corpus LANG=FILE adds the language's bits per byte on that text (task 'ppl').
+OUT/heatmap.png; --corpus LANG=FILE adds the language's bits per byte on that text (task 'ppl');
+task 'flores' translates FLORES+ devtest (openlanguagedata/flores_plus, or files in its schema) in
+the --directions asked for, scored with BLEU, chrF++, spBLEU (with --spm-model) and the share of
+outputs in the wrong language.
 Belebele, SIB-200, Global-MMLU and MGSM read their hub datasets unless --data gives files; the other
 tasks need --data TASK=PATTERN ('{lang}' standing for each language). Resumable: a rerun with the
 same settings scores only the (task, language) pairs not yet in OUT/parts/."""
@@ -49,7 +52,15 @@ def build_parser(prog: str):
     parser.add_argument("--scoring", choices=("afp", "lm-eval"), default=None,
                         help="scoring rule for every task (default: each template's)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="mgsm: tokens generated at most per answer (default 256, the harness's)")
+                        help="mgsm and flores: tokens generated at most per answer (default 256, the harness's)")
+    parser.add_argument("--directions", nargs="+", default=["en-xx"],
+                        help="flores: en-xx (the pivot into every other language), xx-en, all (every ordered "
+                             "pair) or SRC-TGT directions, comma- or space-separated")
+    parser.add_argument("--pivot", default=None, help="flores: the 'en' of en-xx / xx-en (default: the first language)")
+    parser.add_argument("--spm-model", default=None,
+                        help="flores: a SentencePiece model file for spBLEU (the FLORES-200 model, "
+                             "flores200_sacrebleu_tokenizer_spm.model); without it no spBLEU")
+    parser.add_argument("--num-beams", type=int, default=1, help="flores: beam size (default 1: greedy)")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     parser.add_argument("--out", required=True, help="output directory (reused to resume)")
     return parser
@@ -111,7 +122,14 @@ def suite_command(argv: list[str], prog: str) -> int:
         check_geometry(args.context, args.last_n, None)
     templates = {}
     for name in task_names:  # a template file is known by its 'task' name from here on
-        if name == "mgsm":
+        if name == "flores":
+            from xlt.eval.flores import FloresTask
+
+            template = FloresTask()
+            if args.shots:
+                raise ConfigError(f"flores: translated 0-shot; --shots {args.shots} is for the multiple-choice "
+                                  "tasks: run flores in another suite")
+        elif name == "mgsm":
             from xlt.eval.mgsm import load_mgsm_task
 
             template = load_mgsm_task()
@@ -130,12 +148,22 @@ def suite_command(argv: list[str], prog: str) -> int:
         data.setdefault(name, default_source(template))
         if data[name] is None:
             raise ConfigError(f"{name}: no hub dataset for this task; give --data {name}=PATTERN")
-        if args.shots:
+        if args.shots and name not in GENERATION_TASKS:
             dev_data.setdefault(name, default_source(template, dev=True))
             if dev_data[name] is None:
                 raise ConfigError(f"{name}: --shots {args.shots} needs demonstrations; give --dev {name}=PATTERN")
-    scoring = {name: template.scoring if name == "mgsm" else args.scoring or template.scoring
+    scoring = {name: template.scoring if name in GENERATION_TASKS else args.scoring or template.scoring
                for name, template in templates.items()}
+    columns = {name: languages for name in task_names}  # flores: its directions
+    mt_metrics = None
+    if "flores" in templates:
+        from xlt.eval.flores import parse_directions
+        from xlt.eval.mt import make_metrics
+
+        require_positive("--num-beams", args.num_beams)
+        directions = parse_directions(_split_list(args.directions), languages, args.pivot)
+        columns["flores"] = [f"{src}-{tgt}" for src, tgt in directions]
+        mt_metrics = make_metrics(chrf_word_order=2, spm_model=args.spm_model)  # a missing model file: here
     out = Path(args.out)
     settings = {"model": args.model, "adapter": args.adapter, "tokenizer": args.tokenizer, "shots": args.shots,
                 "seed": args.seed, "limit": args.limit}
@@ -143,6 +171,7 @@ def suite_command(argv: list[str], prog: str) -> int:
     # what earlier runs finished with the same settings; the rest is read now, before the model
     results: dict[str, dict[str, dict]] = {name: {} for name in task_names}
     pending = []
+    sentences_cache: dict[str, dict[str, str]] = {}
     from xlt.eval.suite import MgsmUnit, SuiteUnit
 
     for name, template in templates.items():
@@ -150,7 +179,10 @@ def suite_command(argv: list[str], prog: str) -> int:
                              template=template.source)
         if name == "mgsm":
             task_settings["max_new_tokens"] = args.max_new_tokens or template.max_new_tokens
-        for lang in languages:
+        if name == "flores":
+            task_settings.update(max_new_tokens=args.max_new_tokens or FLORES_MAX_NEW_TOKENS, num_beams=args.num_beams,
+                                 spm_model=str(Path(args.spm_model).resolve()) if args.spm_model else None)
+        for lang in columns[name]:
             part = _part_path(out, name, lang)
             if part.is_file():
                 done = read_json(part, error=DataError)
@@ -159,6 +191,9 @@ def suite_command(argv: list[str], prog: str) -> int:
                     raise ConfigError(f"{part}: computed with other settings ({', '.join(changed)}); "
                                       "give another --out")
                 results[name][lang] = done["metrics"]
+                continue
+            if name == "flores":
+                pending.append((_flores_unit(lang, data[name], args, sentences_cache), task_settings))
                 continue
             test = read_eval_split(data[name], template, [lang])[lang]
             if args.limit is not None:
@@ -212,13 +247,37 @@ def suite_command(argv: list[str], prog: str) -> int:
             results[unit.task][unit.language] = metrics
 
         evaluate_suite(model, tokenizer, [unit for unit, _ in pending], shots=args.shots, seed=args.seed,
-                       batch_size=args.batch_size, on_result=write_part, progress=sys.stderr.isatty())
-    _write_summary(out, args, templates, data, dev_data, scoring, results, languages, revision, corpora)
-    n_done = len(task_names) * len(languages) + len(corpora) - len(pending)
+                       batch_size=args.batch_size, on_result=write_part, progress=sys.stderr.isatty(),
+                       mt_metrics=mt_metrics)
+    _write_summary(out, args, templates, data, dev_data, scoring, results, columns, revision, corpora)
+    n_done = sum(len(c) for c in columns.values()) + len(corpora) - len(pending)
     what = f"{len(task_names)} task(s) x {len(languages)} language(s)" + (f", ppl of {len(corpora)}" if corpora else "")
     print(summary_line(prog, f"{what}: {len(pending)} scored, {n_done} from earlier runs", out / "results.json",
-                       out / "results.md", out / "heatmap.png" if any(t != "mgsm" for t in templates) else None))
+                       out / "results.md", out / "heatmap.png" if _choice_tasks(templates) else None))
     return 0
+
+
+#: tasks answered by generation (no multiple-choice accuracy, no heat map, 0-shot)
+GENERATION_TASKS = ("mgsm", "flores")
+#: flores: tokens generated at most per sentence unless --max-new-tokens
+FLORES_MAX_NEW_TOKENS = 256
+
+
+def _choice_tasks(templates) -> list[str]:
+    return [task for task in templates if task not in GENERATION_TASKS]
+
+
+def _flores_unit(direction: str, source: str, args, cache: dict[str, dict[str, str]]):
+    """The :class:`~xlt.eval.flores.FloresUnit` of ``direction`` (``SRC-TGT`` as
+    :func:`~xlt.eval.flores.parse_directions` made it), each language read once."""
+    from xlt.eval.flores import FloresUnit, direction_items, parse_directions, read_sentences
+
+    [(src, tgt)] = parse_directions([direction], _split_list(args.languages))
+    for lang in (src, tgt):
+        if lang not in cache:
+            cache[lang] = read_sentences(source, lang)
+    return FloresUnit(src, tgt, direction_items(cache[src], cache[tgt], src, tgt, args.limit),
+                      num_beams=args.num_beams, max_new_tokens=args.max_new_tokens or FLORES_MAX_NEW_TOKENS)
 
 
 def _corpora(items: list[str], languages: list[str]) -> dict[str, Path]:
@@ -230,15 +289,23 @@ def _corpora(items: list[str], languages: list[str]) -> dict[str, Path]:
     return out
 
 
-def _write_summary(out: Path, args, templates, data, dev_data, scoring, results, languages, revision,
+def _write_summary(out: Path, args, templates, data, dev_data, scoring, results, columns, revision,
                    corpora) -> None:
     from xlt.eval.suite import plot_suite_heatmap, suite_markdown
     from xlt.io import atomic_file, write_json
 
-    ordered = {name: {lang: results[name][lang] for lang in languages if lang in results[name]}
+    languages = _split_list(args.languages)
+    ordered = {name: {lang: results[name][lang] for lang in columns.get(name, languages) if lang in results[name]}
                for name in results}
     tasks = {}
     for name, template in templates.items():
+        if name == "flores":
+            from xlt.translation import TranslationPrompt
+
+            tasks[name] = {"template": template.source, "data": data[name], "dataset": dict(template.dataset),
+                           "directions": columns[name], "prompt": TranslationPrompt().template,
+                           "spm_model": args.spm_model, "num_beams": args.num_beams}
+            continue
         prompts = {lang: template.prompt_for(lang).test_template for lang in languages}
         tasks[name] = {"template": template.source, "data": data[name], "dev": dev_data.get(name),
                        "dataset": dict(template.dataset) if template.dataset else None,
@@ -252,8 +319,9 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
         "tasks": tasks, "results": ordered, VERSIONS_KEY: package_versions()})
     name = f"{args.model}{' + ' + args.adapter if args.adapter else ''}"
     sections = []
-    if any(task != "mgsm" for task in templates):
-        sections.append(f"# {name}: accuracy (%), {args.shots}-shot\n\n{suite_markdown(ordered, 'acc')}\n")
+    choice = {task: ordered[task] for task in _choice_tasks(templates) if task in ordered}
+    if choice:
+        sections.append(f"# {name}: accuracy (%), {args.shots}-shot\n\n{suite_markdown(choice, 'acc')}\n")
     for task, template in templates.items():  # e.g. Global-MMLU per cultural-sensitivity label
         by = getattr(template, "report_by", None)
         keys = sorted({k for m in ordered.get(task, {}).values() for k in m
@@ -269,13 +337,24 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
                                       ("remove_whitespace", "exact_match"))}
         sections.append(f"# {name}: MGSM exact match (%), 0-shot direct answers\n\n"
                         f"{suite_markdown(rows, 'exact_match')}\n")
+    if "flores" in templates:
+        labels = {"chrf++": "chrF++", "bleu": "BLEU", "spbleu": "spBLEU"}
+        rows = {f"flores ({label})": {d: {"score": m[metric]} for d, m in ordered["flores"].items() if metric in m}
+                for metric, label in labels.items() if any(metric in m for m in ordered["flores"].values())}
+        rate = {d: {"score": m["wrong_language_rate"]} for d, m in ordered["flores"].items()
+                if m.get("wrong_language_rate") is not None}
+        sections.append(f"# {name}: FLORES translation, 0-shot, beam {args.num_beams}\n\n"
+                        f"{suite_markdown(rows, 'score', percent=False)}\n")
+        if rate:
+            sections.append(f"# {name}: FLORES outputs in the wrong language (%)\n\n"
+                            f"{suite_markdown({'flores': rate}, 'score')}\n")
     if corpora:
         sections.append(f"# {name}: bits per byte (context {args.context}, last {args.last_n} scored)\n\n"
                         f"{suite_markdown(ordered, 'bits_per_byte', percent=False)}\n")
     with atomic_file(out / "results.md") as handle:
         handle.write("\n".join(sections))
     print("\n".join(sections))
-    if any(task != "mgsm" for task in templates):
-        figure = plot_suite_heatmap(ordered, "acc", title=f"{Path(args.model).name}: accuracy (%), {args.shots}-shot")
+    if choice:
+        figure = plot_suite_heatmap(choice, "acc", title=f"{Path(args.model).name}: accuracy (%), {args.shots}-shot")
         with atomic_file(out / "heatmap.png", mode="wb") as handle:
             figure.savefig(handle, format="png", dpi=120)
