@@ -139,6 +139,40 @@ def test_the_sft_arm_keeps_its_model_for_the_layer_swap_step(tmp_path, monkeypat
     assert not (tmp_path / "full" / "models" / f"parallel-lm-{u['name']}").exists()
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_the_layer_swap_step_uses_the_kept_sft_model_or_trains_the_arm_again(tmp_path, monkeypatch, kept):
+    """A resumed demo whose sft step ran without this experiment has no model left: the step
+    trains the sft arm again, with the mid-align settings and the run's seed; either way the task
+    expert's directory is removed afterwards."""
+    from xlt.demo import full, full_layer_swap
+    from xlt.demo.settings import full_settings
+
+    fs = full_settings(quick=True)
+    u = full.units(fs)[1]
+    task = full_layer_swap.task_expert_dir(tmp_path / "full", u)
+    calls = []
+
+    def fake_train(arm, base, world, out, s, *, seed, device):
+        calls.append((arm, s, seed))
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+
+    def fake_run(task_dir, base, world, work, s, *, seed, device):
+        assert (task_dir / "config.json").is_file() and task_dir == task and s == fs["layer_swap"]
+        return {"test": {}}
+
+    if kept:
+        fake_train("sft", None, None, task, fs["mid_align"], seed=u["seed"], device="cpu")
+        calls.clear()
+    monkeypatch.setattr(full, "train_arm", fake_train)
+    monkeypatch.setattr(full_layer_swap, "layer_swap_run", fake_run)
+    steps = {s.name: s for s in full.full_steps(tmp_path, fs, device="cpu", step_class=_Step)}
+    got = steps[f"full-layer-swap-{u['name']}"].run()
+    assert got["task_expert_retrained"] is (not kept)
+    assert calls == ([] if kept else [("sft", fs["mid_align"], u["seed"])])
+    assert not task.exists()
+
+
 def test_quick_and_full_layer_swap_settings():
     from xlt.demo.settings import default_settings, full_settings
 
@@ -148,6 +182,7 @@ def test_quick_and_full_layer_swap_settings():
     assert (full["bottom"], full["top"], full["outer"]) == (1, 1, "task") and layers == 4
     assert quick["bottom"] + quick["top"] < layers
     assert full["test_limit"] is None  # every test item
+    assert (full["lines"], full["steps"], full["lr"]) == (1500, 60, 1e-3)
     assert quick["steps"] < full["steps"] and quick["lines"] < full["lines"] and quick["test_limit"] == 50
     assert quick["precondition_margin"] == full["precondition_margin"] == 0.10
     chosen = full_settings()["chosen"]["layer_swap"]
