@@ -54,10 +54,11 @@ def layer_swap_run(task_dir: Path, base_dir: Path, world_dir: Path, work: Path, 
 
     ``s``: ``bottom``, ``top``, ``outer`` (the swap) and ``lines``, ``steps``, ``lr``,
     ``batch_size``, ``warmup`` (the language experts), ``test_limit``. Returns ``{"test": {arm:
-    {lang: evaluate_items row}}, "language_experts": {lang: summary}, "blocks": [...]}``: the task
-    expert on every language (its source score is a precondition), the others on their target;
-    ``"swapped_source"``: ``{target: row}``, each swapped model on the source language (did the swap
-    keep the task?). ``work`` is removed at the end.
+    {lang: evaluate_items row}}, "swapped_source": {target: row}, "language_experts": {lang:
+    summary}, "sources": {"blocks", "outer"}}`` (the swap's report: which expert each block and
+    outer tensor came from): the task expert on every language (its source score is a
+    precondition), the language experts and the swapped models on their target, and each swapped
+    model also on the source (did the swap keep the task?). ``work`` is removed at the end.
     """
     import shutil
 
