@@ -115,9 +115,10 @@ def full_settings(quick: bool = False) -> dict:
                            "experts: full fine-tuning at the task's lr 1e-3, 60 steps on 1,500 corpus lines (the "
                            "AdaMergeX reference budget), checked on world 0's dev split only (seed 0), where 300 "
                            "steps on all 10,000 lines at lr 1e-3 or 3e-4 changed nothing for this swap; "
-                           "there every swap of the bottom block answered one label to every item, source "
-                           "included (so did the base model's own bottom block), while the top block alone kept "
-                           "the task (source dev accuracy 100 %)"),
+                           "there every swap taking the bottom block scored 50 % on each target (one answer to "
+                           "every item where counted) and bottom 1 the same in the source (so did the base "
+                           "model's own bottom block), while the top block alone kept the task (source dev "
+                           "accuracy 100 %)"),
             "precondition_margin": "fixed before any run: the baseline's source accuracy at least 10 points "
                                    "above its test items' majority-class rate",
         },
