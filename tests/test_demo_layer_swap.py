@@ -86,6 +86,9 @@ def test_layer_swap_reproduction_from_constructed_runs():
     lost = layer_swap_reproduction(fs, _constructed_results(fs, swapped_source=0.5))["layer swap"]
     assert lost.verdict == "invalid" and [p.met for p in lost.preconditions] == [True, False, True]
     assert lost.effect > 0
+    assert [p.name for p in lost.preconditions] == ["the task expert learned the source task",
+                                                    "the swapped model kept the source task",
+                                                    "base model beats a unigram model"]
     # and a base model worse than the unigram model
     worse = layer_swap_reproduction(fs, _constructed_results(fs, base_nll=5.0))["layer swap"]
     assert worse.verdict == "invalid" and [p.met for p in worse.preconditions] == [True, True, False]

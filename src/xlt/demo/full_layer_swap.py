@@ -148,7 +148,8 @@ def layer_swap_reproduction(fs: dict, results: dict) -> dict | None:
     s = fs["layer_swap"]
     checks = [learned_source_task(step["test"]["task expert"][source]["accuracy"],
                                   step["test"]["task expert"][source]["gold"],
-                                  margin=s["precondition_margin"], who=f"the task expert (run {name})")
+                                  margin=s["precondition_margin"], name="the task expert learned the source task",
+                                  who=f"the task expert (run {name})")
               for name, step in steps.items()]
     kept = [learned_source_task(row["accuracy"], row["gold"], margin=s["precondition_margin"],
                                 name="the swapped model kept the source task",
