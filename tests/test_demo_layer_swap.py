@@ -264,7 +264,8 @@ def test_layer_swap_run_scores_each_target_with_its_own_expert(tiny_world, tmp_p
         assert len(test["swapped"][lang]["correct"]) == 5  # test_limit
         assert test["swapped"][lang]["correct"] == test["language expert"][lang]["correct"]
     # the experts answer differently somewhere (the check above could fail)
-    assert any(test["language expert"][lang]["correct"] != test["task expert"][lang]["correct"] for lang in ("qab", "qac"))
+    assert any(test["language expert"][lang]["correct"] != test["task expert"][lang]["correct"]
+               for lang in ("qab", "qac"))
     assert not (tmp_path / "work").exists()
 
 
