@@ -176,13 +176,14 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
 # evaluation: per-item scores, paired across arms
 
 
-def evaluate_items(model_dir: Path, world_dir: Path, *, split: str, device: str, limit: int | None = None) -> dict:
+def evaluate_items(model_dir: Path, world_dir: Path, *, split: str, device: str, limit: int | None = None,
+                   langs: list[str] | None = None) -> dict:
     """Zero-shot polarity accuracy of the model in ``model_dir``, per language and per item.
 
     Returns ``{lang: {"accuracy", "correct": [0/1 per item], "gold": [label per item],
     "majority_rate"}}``: the first ``limit`` items of each language (the same meanings, in the
     same order, in every language and for every model), scored by the log-likelihood of the two
-    label words (``xlt eval icl``'s lm-eval rule).
+    label words (``xlt eval icl``'s lm-eval rule); ``langs``: only these languages (default: all).
     """
     from xlt.demo.transfer import CLASSIFICATION_TASK
     from xlt.demo.verdicts import majority_rate
@@ -196,6 +197,8 @@ def evaluate_items(model_dir: Path, world_dir: Path, *, split: str, device: str,
     items = read_records(world_dir / "tasks" / CLASSIFICATION_TASK / f"{split}.choice.jsonl", "choice")
     by_lang: dict[str, list] = {}
     for item in items:
+        if langs is not None and item.lang not in langs:
+            continue
         if limit is None or len(by_lang.setdefault(item.lang, [])) < limit:
             by_lang.setdefault(item.lang, []).append(item)
     _, results = evaluate_icl(model, tokenizer, test=by_lang, scoring="lm-eval", batch_size=64)
@@ -354,7 +357,8 @@ def full_steps(out: Path, fs: dict, *, device: str, step_class) -> list:
                                   seed=u["seed"], device=device)
                 test = evaluate_items(model, world_dir(u["world"]), split="test", device=device,
                                       limit=s["test_limit"])
-                shutil.rmtree(model, ignore_errors=True)
+                if not (arm == "sft" and "layer_swap" in fs):  # else the layer-swap step's task expert
+                    shutil.rmtree(model, ignore_errors=True)
                 return {"unit": u, "train": train, "test": test}
             steps.append(step_class(f"full-mid-align-{arm}-{u['name']}", f"mid-align experiment: {arm}, {u['name']}",
                                     run_arm, needs=(f"full-base-w{u['world']}-b{u['base']}",)))
@@ -374,6 +378,10 @@ def full_steps(out: Path, fs: dict, *, device: str, step_class) -> list:
                                           root / "models" / f"adamergex-{u['name']}", fs["adamergex"],
                                           seed=u["seed"], device=device),
                 needs=(f"full-base-w{u['world']}-b{u['base']}",)))
+    if "layer_swap" in fs:
+        from xlt.demo.full_layer_swap import layer_swap_steps
+
+        steps += layer_swap_steps(fs, root, world_dir, base_dir, device=device, step_class=step_class)
     for _, module in experiment_modules(fs):
         steps += module.steps(root, fs, device=device, step_class=step_class)
     return steps
@@ -504,6 +512,10 @@ def reproductions(settings: dict, results: dict) -> dict:
     out = dict(mid_align_reproduction(fs, results) or {})
     if "adamergex" in fs:
         out.update(adamergex_reproduction(fs, results) or {})
+    if "layer_swap" in fs:
+        from xlt.demo.full_layer_swap import layer_swap_reproduction
+
+        out.update(layer_swap_reproduction(fs, results) or {})
     for _, module in experiment_modules(fs):
         out.update(module.reproduction(fs, results) or {})
     return out

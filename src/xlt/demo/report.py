@@ -210,6 +210,30 @@ def _verdict_table(reproductions: dict[str, Reproduction]) -> list[str]:
     return rows
 
 
+def _layer_swap_section(add, doc: dict, settings: dict, results: dict) -> None:
+    """The full demo's layer-swap table (:func:`xlt.demo.full_layer_swap.layer_swap_table`), if it ran."""
+    fs = settings.get("full") or {}
+    if "layer_swap" not in fs:
+        return
+    from xlt.demo.full_layer_swap import layer_swap_table
+
+    table = layer_swap_table(fs, results)
+    if not table:
+        return
+    doc["full_layer_swap"] = table
+    langs = sorted({lang for row in table.values() for lang in row})
+    runs = sorted({run for row in table.values() for v in row.values() for run in v["per_run"]})
+    add(f"### Layer-swap reproduction: target test accuracy per arm ({len(runs)} runs: {', '.join(runs)})\n")
+    add("Mean ± sample standard deviation over runs; in brackets the mean share of the arm's most frequent "
+        "answer (100 %: one answer to every item, which scores the majority-class rate).\n")
+    add("| arm | " + " | ".join(f"`{lang}`" for lang in langs) + " |")
+    add("|---|" + "---:|" * len(langs))
+    for arm, row in table.items():
+        add(f"| {arm} | " + " | ".join(f"{fmt(row[lang]['mean'], row[lang]['std'])} ({100 * row[lang]['one_answer']:.0f} %)"
+                                     if lang in row else "—" for lang in langs) + " |")
+    add("")
+
+
 def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall_seconds: float, device: str) -> None:
     world = json.loads((out / "world" / "world.json").read_text(encoding="utf-8")) \
         if (out / "world" / "world.json").is_file() else None
@@ -292,6 +316,7 @@ def write_report(out: Path, settings: dict, results: dict, failed: dict, *, wall
         if _plot_transfer(out / "full_mid_align.png", bars, langs_full, "accuracy",
                           "mid-align reproduction: polarity accuracy by arm (error bars: sd over runs)"):
             add("![mid-align reproduction: accuracy per arm and language](full_mid_align.png)\n")
+    _layer_swap_section(add, doc, settings, results)
     from xlt.demo.full import experiment_reports
 
     for key, lines, summary in experiment_reports(out, settings, results):
