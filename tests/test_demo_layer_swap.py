@@ -181,8 +181,8 @@ def test_quick_and_full_layer_swap_settings():
 
     full, quick = full_settings()["layer_swap"], full_settings(quick=True)["layer_swap"]
     layers = default_settings()["base"]["model"]["layers"]
-    # the paper's top and bottom blocks, one each on the 4-block base; the LM head stays the task expert's
-    assert (full["bottom"], full["top"], full["outer"]) == (1, 1, "task") and layers == 4
+    # the top block from the language expert (the bottom one lost the task on world 0)
+    assert (full["bottom"], full["top"], full["outer"]) == (0, 1, "task") and layers == 4
     assert quick["bottom"] + quick["top"] < layers
     assert full["test_limit"] is None  # every test item
     assert (full["lines"], full["steps"], full["lr"]) == (1500, 60, 1e-3)

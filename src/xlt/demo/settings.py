@@ -91,7 +91,7 @@ def full_settings(quick: bool = False) -> dict:
                       "precondition_margin": 0.10},
         # layer swapping (xlt.demo.full_layer_swap): the sft arm above is the task expert; a language
         # expert per target (full fine-tuning, loss on every corpus token); blocks chosen on world 0
-        "layer_swap": {"bottom": 1, "top": 1, "outer": "task", "lines": 1500, "steps": 60, "lr": 1e-3,
+        "layer_swap": {"bottom": 0, "top": 1, "outer": "task", "lines": 1500, "steps": 60, "lr": 1e-3,
                        "batch_size": 32, "warmup": 10, "test_limit": None, "precondition_margin": 0.10},
         # the analysis tools checked where the answer is known (xlt.demo.world_checks), on each
         # world's first base model
@@ -108,17 +108,15 @@ def full_settings(quick: bool = False) -> dict:
                           "reference adapters as in the default demo (1,500 "
                           "corpus lines, 60 steps) with the loss on every token; t = 1, not tuned (no target "
                           "labels used)"),
-            "layer_swap": ("bottom 1 and top 1 of the 4 blocks: the paper's 'top and bottom few' blocks on a "
-                           "4-block model, fixed before any run, not tuned; embeddings, final norm and LM head "
-                           "from the task expert (outer 'task'), fixed by the world's design: the label words "
-                           "occur only in task data, so only the task expert learnt their head rows; language "
-                           "experts: full fine-tuning at the task's lr 1e-3, 60 steps on 1,500 corpus lines (the "
-                           "AdaMergeX reference budget), checked on world 0's dev split only (seed 0), where 300 "
-                           "steps on all 10,000 lines at lr 1e-3 or 3e-4 changed nothing for this swap; "
-                           "there every swap taking the bottom block scored 50 % on each target (one answer to "
-                           "every item where counted) and bottom 1 the same in the source (so did the base "
-                           "model's own bottom block), while the top block alone kept the task (source dev "
-                           "accuracy 100 %)"),
+            "layer_swap": ("top 1 of the 4 blocks from the language expert, bottom 0: chosen on world 0's source "
+                           "dev split (base and fine-tuning seed 0) among the paper's 'top and bottom few' "
+                           "swaps; every swap taking the bottom block lost the task in the source (bottom 1 with "
+                           "top 0 or 1: 50 %, one answer to every item; so did the base model's own bottom "
+                           "block), the top block alone kept it (100 %); embeddings, final norm and LM head from "
+                           "the task expert (outer 'task'), fixed by the world's design: the label words occur "
+                           "only in task data, so only the task expert learnt their head rows; language experts: "
+                           "full fine-tuning at the task's lr 1e-3, 60 steps on 1,500 corpus lines (the AdaMergeX "
+                           "reference budget); 300 steps on all 10,000 lines at lr 1e-3 or 3e-4 changed nothing"),
             "precondition_margin": "fixed before any run: the baseline's source accuracy at least 10 points "
                                    "above its test items' majority-class rate",
         },
