@@ -149,6 +149,17 @@ def test_suite_translates_the_directions_and_scores_as_sacrebleus_command_line(t
     capsys.readouterr()
     assert main(argv) == 0
     assert "0 scored, 3 from earlier runs" in capsys.readouterr().out
+    # xlt eval compare pairs runs by sentence-level chrF++, shown in chrF++ points
+    import shutil
+
+    from sacrebleu.metrics import CHRF
+
+    shutil.copytree(out, tmp_path / "again")
+    assert main(["eval", "compare", str(out), str(tmp_path / "again")]) == 0
+    table = capsys.readouterr().out
+    part = json.loads((out / "parts" / "flores.eng_Latn-fra_Latn.json").read_text())
+    mean = sum(CHRF(word_order=2).sentence_score(p["hyp"], [p["ref"]]).score for p in part["predictions"]) / 3
+    assert f"| flores | chrf++ | eng_Latn-fra_Latn | 3 | {mean:.1f} | {mean:.1f} | +0.0 [+0.0, +0.0] |" in table
 
 
 def test_suite_flores_bad_input_fails_before_the_model(flores_dir, tmp_path, capsys):

@@ -88,7 +88,9 @@ def _stream(seed: int, *names: str) -> np.random.Generator:
 
 
 #: the per-item value compared when none is named: the first of these a task has
-DEFAULT_METRICS = ("acc", "exact_match_flexible", "exact_match")
+DEFAULT_METRICS = ("acc", "exact_match_flexible", "exact_match", "chrf++")
+#: per-item metrics already on a 0-100 scale (FLORES's sentence-level chrF++), shown as they are
+POINTS_METRICS = ("chrf++",)
 
 
 def task_metric(per_language: dict[str, dict[str, list]], metric: str | None) -> str | None:
@@ -147,7 +149,8 @@ def check_comparable(runs: Sequence[SuiteRun], baseline: int, metric: str | None
 def compare_runs(runs: Sequence[SuiteRun], *, baseline: int = 0, metric: str | None = None, level: float = 0.95,
                  n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:
     """Each run's ``metric`` (default: per task, the first of :data:`DEFAULT_METRICS` it has:
-    ``acc`` for multiple choice, ``exact_match_flexible`` for MGSM) per task and language, and
+    ``acc`` for multiple choice, ``exact_match_flexible`` for MGSM, ``chrf++`` for FLORES) per task
+    and language, and
     each run's difference from
     ``runs[baseline]`` with its paired bootstrap interval (:func:`bootstrap_difference`), per
     language and for the task's mean over languages.
@@ -202,11 +205,14 @@ def comparison_markdown(comparison: dict[str, Any], *, percent: bool = True) -> 
     """A markdown table: one row per (task, language) and one per task mean, with the metric
     compared; a column per run's
     score, then one per other run with its difference from the baseline and the interval, all in
-    percentage points (``percent``, one decimal) or as they are (three decimals)."""
+    percentage points (``percent``, one decimal) or as they are (three decimals); a metric of
+    :data:`POINTS_METRICS` is already in points and shown with one decimal."""
     base, labels = comparison["baseline"], comparison["runs"]
     others = [label for label in labels if label != base]
 
-    def number(value, signed=False):
+    def number(value, signed=False, points=False):
+        if points:
+            return f"{value:+.1f}" if signed else f"{value:.1f}"
         value = 100 * value if percent else value
         return f"{value:+.1f}" if signed and percent else f"{value:+.3f}" if signed else \
             f"{value:.1f}" if percent else f"{value:.3f}"
@@ -215,11 +221,13 @@ def comparison_markdown(comparison: dict[str, Any], *, percent: bool = True) -> 
     head = ["task", "metric", "language", "n", *labels, *(f"{label} − {base} [{level} CI]" for label in others)]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for task, entry in comparison["tasks"].items():
+        points = entry["metric"] in POINTS_METRICS
         for lang, row in [*entry["languages"].items(), ("mean", entry["mean"])]:
             cells = [task, entry["metric"], f"**{lang}**" if lang == "mean" else lang, str(row["n"]),
-                     *(number(row["scores"][label]) for label in labels)]
+                     *(number(row["scores"][label], points=points) for label in labels)]
             for label in others:
                 d = row["differences"][label]
-                cells.append(f"{number(d['difference'], True)} [{number(d['low'], True)}, {number(d['high'], True)}]")
+                cells.append(f"{number(d['difference'], True, points)} [{number(d['low'], True, points)}, "
+                             f"{number(d['high'], True, points)}]")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ def build_parser(prog: str):
     parser.add_argument("--baseline", default=None, metavar="DIR", help="the run the others are compared with")
     parser.add_argument("--metric", default=None,
                         help="per-item value compared in every task: acc, acc_norm, exact_match, exact_match_flexible "
-                             "(default: acc for multiple choice, exact_match_flexible for mgsm)")
+                             "(default: acc for multiple choice, exact_match_flexible for mgsm, chrf++ for flores)")
     parser.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -86,7 +86,7 @@ def compare_command(argv: list[str], prog: str) -> int:
     comparison = compare_runs(runs, baseline=baseline, metric=args.metric, level=args.level, n_boot=args.n_boot,
                               seed=args.seed)
     table = comparison_markdown(comparison)
-    header = (f"# {args.metric or 'scores'} (%) and differences from {comparison['baseline']} "
+    header = (f"# {args.metric or 'scores'} (%; chrF++ in its points) and differences from {comparison['baseline']} "
               f"(points, paired bootstrap, {args.n_boot} resamples, seed {args.seed})\n\n")
     print(header + table)
     written = []

@@ -302,8 +302,10 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
         if name == "flores":
             from xlt.translation import TranslationPrompt
 
+            prompt = TranslationPrompt().template
             tasks[name] = {"template": template.source, "data": data[name], "dataset": dict(template.dataset),
-                           "directions": columns[name], "prompt": TranslationPrompt().template,
+                           "scoring": scoring[name], "directions": columns[name],
+                           "prompts": {direction: prompt for direction in columns[name]},
                            "spm_model": args.spm_model, "num_beams": args.num_beams}
             continue
         prompts = {lang: template.prompt_for(lang).test_template for lang in languages}
