@@ -276,3 +276,122 @@ def test_completions_and_scores_equal_the_harness_mgsm_direct(tiny_llama_dir, tm
     results = harness["results"]["xlt_local_mgsm"]
     assert metrics["exact_match_flexible"] == pytest.approx(results["exact_match,flexible-extract"])
     assert metrics["exact_match"] == pytest.approx(results["exact_match,remove_whitespace"])
+
+
+# --------------------------------------------------------------------------------------------
+# chain of thought (the harness's mgsm_native_cot)
+
+COT_TRAIN = [
+    {"question": "Frage: Roger hat 5 Tennisbälle. Er kauft 2 Dosen mit je 3 Bällen. Wie viele hat er jetzt?",
+     "answer": "Schritt-für-Schritt-Antwort: Roger hatte 5 Bälle. 2 Dosen mit je 3 sind 6. 5 + 6 = 11. "
+               "Die Antwort lautet 11.", "answer_number": 11, "equation_solution": "5 + 6 = 11"},
+    {"question": "Frage: Es gab 9 Computer. Jeden Tag kamen 5 dazu, 4 Tage lang. Wie viele sind es jetzt?",
+     "answer": "Schritt-für-Schritt-Antwort: 4 Tage mal 5 sind 20. 9 + 20 = 29. Die Antwort lautet 29.",
+     "answer_number": 29, "equation_solution": "9 + 20 = 29"},
+    {"question": "Frage: Lea hatte 32 Pralinen, ihre Schwester 42. Sie aßen 35. Wie viele bleiben?",
+     "answer": "Schritt-für-Schritt-Antwort: 32 + 42 = 74. 74 - 35 = 39. Die Antwort lautet 39.",
+     "answer_number": 39, "equation_solution": "74 - 35 = 39"},
+]
+
+# (completion, what the strict-match filter keeps: the first "Die Antwort lautet N", group 1)
+STRICT = [("Zuerst 3. Die Antwort lautet 1.234. Die Antwort lautet 7.", "1.234."),
+          ("Die Antwort lautet -5", "-5"), ("Die Antwort ist 5.", "[invalid]"), ("", "[invalid]")]
+
+
+def test_cot_prompt_exemplars_and_strict_match_are_the_harness_mgsm_native_cot_de():
+    """The de prompt with two exemplars, rendered by the harness's own task file's templates
+    (doc_to_text, target delimiter " ", doc_to_target, "\\n\\n"), and its strict-match filter."""
+    import random
+    from pathlib import Path
+
+    import jinja2
+    import yaml
+
+    extraction = pytest.importorskip("lm_eval.filters.extraction")
+    lm_eval = pytest.importorskip("lm_eval")
+    from xlt.eval.icl import sample_demonstrations_per_item
+    from xlt.eval.mgsm import load_mgsm_cot_task, mgsm_items
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    folder = Path(lm_eval.__file__).parent / "tasks" / "mgsm" / "native_cot"
+    theirs = yaml.load((folder / "mgsm_native_cot_de.yaml").read_text(encoding="utf-8"), Loader=Loader)
+    task = load_mgsm_cot_task()
+    prompt = task.prompt_for("de")
+    assert task.dataset == {"path": "juletxara/mgsm", "split": "test", "dev_split": "train"}
+    assert prompt.stop == theirs["generation_kwargs"]["until"]
+    to_text, to_target = (jinja2.Template(theirs[k]).render for k in ("doc_to_text", "doc_to_target"))
+    train = mgsm_items([({"path": "t", "item": k}, r) for k, r in enumerate(COT_TRAIN, 1)])
+    test = mgsm_items([({"path": "x", "item": k}, r) for k, r in enumerate(MGSM_ROWS, 1)])
+    demos = sample_demonstrations_per_item(train, 2, test, 1234)
+    rng = random.Random(1234)  # the harness's default sampler: rng.sample(train docs, k) per test doc
+    for item, row, mine in zip(test, MGSM_ROWS, demos):
+        chosen = rng.sample(COT_TRAIN, 2)
+        assert [d.fields["question"] for d in mine] == [c["question"] for c in chosen]
+        context = "".join(to_text(**c) + " " + to_target(**c) + "\n\n" for c in chosen) + to_text(**row)
+        assert "".join(prompt.exemplar(d) for d in mine) + prompt.render(item.fields["question"]) == context
+    strict = [f for f in theirs["filter_list"] if f["name"] == "strict-match"][0]["filter"][0]
+    regex = extraction.RegexFilter(regex_pattern=strict["regex_pattern"])
+    for completion, want in STRICT:
+        assert prompt.strict(completion) == want == regex.apply([[completion]], None)[0][0], completion
+    with pytest.raises(DataError, match="an exemplar needs its step-by-step 'answer'"):
+        prompt.exemplar(test[0])
+
+
+def test_every_cot_language_is_the_harness_task_file():
+    """Question cue, answer cue, exemplar cut, strict pattern and stop strings of all 11 languages."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    lm_eval = pytest.importorskip("lm_eval")
+    from xlt.eval.mgsm import load_mgsm_cot_task
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    task = load_mgsm_cot_task()
+    files = sorted((Path(lm_eval.__file__).parent / "tasks" / "mgsm" / "native_cot").glob("mgsm_native_cot_*.yaml"))
+    assert len(files) == 11 == len(task.prompts)
+    for path in files:
+        lang = path.stem.rsplit("_", 1)[1]
+        spec = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
+        prompt = task.prompt_for(lang)
+        cue, answer = re.search(r'\{% else %\}\{\{"(.*?)"\+question\+"\\n(.*?)"\}\}', spec["doc_to_text"]).groups()
+        assert (prompt.question, prompt.answer) == (cue, answer), lang
+        assert prompt.answer_start == int(re.search(r"answer\[(\d+):\]", spec["doc_to_target"]).group(1)), lang
+        strict = [f for f in spec["filter_list"] if f["name"] == "strict-match"][0]["filter"][0]
+        assert prompt.pattern == strict["regex_pattern"] and prompt.stop == spec["generation_kwargs"]["until"], lang
+
+
+def test_suite_runs_mgsm_cot_few_shot(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    import random
+
+    import datasets
+
+    from xlt.cli import main
+    from xlt.eval.mgsm import INVALID
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    _write_jsonl(tmp_path / "test" / "de.jsonl", MGSM_ROWS)
+    _write_jsonl(tmp_path / "train" / "de.jsonl", COT_TRAIN)
+    out = tmp_path / "cot"
+    assert main(["eval", "suite", "--model", str(tiny_llama_dir), "--tasks", "mgsm_cot", "--languages", "de",
+                 "--data", f"mgsm_cot={tmp_path}/test/{{lang}}.jsonl", "--dev", f"mgsm_cot={tmp_path}/train/{{lang}}.jsonl",
+                 "--shots", "1", "--seed", "1234", "--max-new-tokens", "4", "--out", str(out), "--device", "cpu"]) == 0, \
+        capsys.readouterr().err
+    part = json.loads((out / "parts" / "mgsm_cot.de.json").read_text())
+    rng = random.Random(1234)
+    for row, pred in zip(MGSM_ROWS, part["predictions"]):
+        [demo] = rng.sample(COT_TRAIN, 1)
+        assert pred["prompt"] == (demo["question"] + "\nSchritt-für-Schritt-Antwort: " + demo["answer"][29:] + "\n\n"
+                                  + "Frage: " + row["question"] + "\nSchritt-für-Schritt-Antwort:")
+    assert part["metrics"]["n"] == 3 and part["settings"]["shots"] == 1
+    strict = [p["strict"] for p in part["predictions"]]
+    assert part["metrics"]["exact_match"] == sum(s != INVALID and s == p["target"]
+                                                 for s, p in zip(strict, part["predictions"])) / 3
+    assert "native chain-of-thought, 1-shot" in (out / "results.md").read_text()

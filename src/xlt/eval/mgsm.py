@@ -16,6 +16,17 @@ one of its two filters:
 
 So ``"$1,234."`` matches 1234 (punctuation removed), ``"18.0"`` does not match 18 (it becomes
 ``"180"``), as in the harness.
+
+With chain-of-thought (:class:`MgsmCotTask`, ``templates/mgsm_cot.yaml``): the harness's
+``mgsm_native_cot_<lang>``. The problem is written ``question cue + question + "\n" + answer
+cue`` ("Frage: ...\nSchritt-für-Schritt-Antwort:"), after k exemplars from the train split
+(each its question, which carries the question cue already, a newline, the answer cue, a space,
+its step-by-step ``answer`` without the cue, and a blank line), drawn for each problem in turn as
+the harness draws them (:func:`xlt.eval.icl.sample_demonstrations_per_item`; the harness's
+few-shot seed is 1234). Generation stops at the language's question cue, ``</s>`` or
+``<|im_end|>`` (or EOS). ``exact_match`` is then its ``strict-match`` filter (the first match of
+the language's "The answer is N" pattern, group 1, or ``"[invalid]"``) and
+``exact_match_flexible`` its ``flexible-extract`` (the last number, as above).
 """
 
 from __future__ import annotations
@@ -102,9 +113,113 @@ def mgsm_items(rows: list[tuple[dict, dict]], task: str = "mgsm") -> list:
                 raise DataError(f"{task}: missing (expected fields {', '.join(MGSM_FIELDS)})", field=name, **where)
         if not isinstance(row["question"], str) or not row["question"].strip():
             raise DataError(f"{task}: the question is not a non-empty text", field="question", **where)
-        items.append(RawItem({"question": row["question"]}, _answer_number(row["answer_number"], where, task),
-                             where=where))
+        fields = {"question": row["question"]}
+        if isinstance(row.get("answer"), str) and row["answer"].strip():
+            fields["answer"] = row["answer"]  # the train split's step-by-step answer (CoT exemplars)
+        items.append(RawItem(fields, _answer_number(row["answer_number"], where, task), where=where))
     return items
+
+
+@dataclass
+class MgsmCotPrompt:
+    """One language's chain-of-thought format (see the module doc and ``templates/mgsm_cot.yaml``)."""
+
+    question: str  # "Frage: "
+    answer: str  # "Schritt-für-Schritt-Antwort:"
+    answer_start: int  # an exemplar's target: its answer from this character on
+    pattern: str  # the strict-match filter
+    stop: list[str]
+
+    @property
+    def test_template(self) -> str:
+        return f"{self.question}{{question}}\n{self.answer}"
+
+    def render(self, question: str) -> str:
+        return f"{self.question}{question}\n{self.answer}"
+
+    def exemplar(self, item) -> str:
+        """An exemplar (a train item with its ``answer``) as it precedes the problem."""
+        answer = item.fields.get("answer")
+        if not answer:
+            raise DataError("mgsm_cot: an exemplar needs its step-by-step 'answer' (the train split's rows "
+                            "have one; the test split's do not)", field="answer", **item.where)
+        return f"{item.fields['question']}\n{self.answer} {answer[self.answer_start:]}\n\n"
+
+    def strict(self, completion: str) -> str:
+        """The strict-match filter: group 1 of the pattern's first match, else :data:`INVALID`."""
+        matches = re.findall(self.pattern, completion)
+        if not matches:
+            return INVALID
+        first = matches[0]
+        if isinstance(first, tuple):
+            first = next((g for g in first if g), "")
+        return first.strip() or INVALID
+
+
+@dataclass
+class MgsmCotTask:
+    """MGSM with native chain-of-thought exemplars (``templates/mgsm_cot.yaml``); the attributes
+    the suite reads as of :class:`MgsmTask`."""
+
+    prompts: dict[str, MgsmCotPrompt]
+    max_new_tokens: int
+    dataset: dict[str, Any] = field(default_factory=dict)
+    task: str = "mgsm_cot"
+    source: str = "template mgsm_cot"
+    reader: str = "mgsm"
+    label_field: str = "answer_number"
+    scoring: str = "exact_match"
+
+    def prompt_for(self, lang: str) -> MgsmCotPrompt:
+        if lang not in self.prompts:
+            raise ConfigError(f"{self.source}: MGSM has no prompt for language {lang!r} "
+                              f"(it has {', '.join(self.prompts)})")
+        return self.prompts[lang]
+
+
+def load_mgsm_cot_task() -> MgsmCotTask:
+    """The shipped chain-of-thought MGSM settings (``templates/mgsm_cot.yaml``)."""
+    import yaml
+
+    data = yaml.safe_load(resources.files("xlt.eval").joinpath("templates", "mgsm_cot.yaml").read_text("utf-8"))
+    prompts = {lang: MgsmCotPrompt(str(p["question"]), str(p["answer"]), int(p["answer_start"]), str(p["pattern"]),
+                                   [str(x) for x in p["stop"]]) for lang, p in data["prompts"].items()}
+    return MgsmCotTask(prompts=prompts, max_new_tokens=int(data["max_new_tokens"]), dataset=dict(data["dataset"]))
+
+
+def evaluate_mgsm_cot(model, tokenizer, items: Sequence, *, prompt: MgsmCotPrompt,
+                      exemplars: Sequence[Sequence] | None = None, max_new_tokens: int = 256,
+                      batch_size: int = 16) -> tuple[dict[str, Any], dict[str, list], list[dict]]:
+    """Greedy chain-of-thought answers to ``items``, each after its ``exemplars`` (train items;
+    none for 0-shot); returns what :func:`evaluate_mgsm` returns, ``exact_match`` being the
+    strict-match filter."""
+    import hashlib
+
+    from xlt.eval.task import generate_completions
+
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    items = list(items)
+    if not items:
+        raise ConfigError("mgsm_cot: no items to evaluate")
+    exemplars = exemplars if exemplars is not None else [[] for _ in items]
+    prompts = ["".join(prompt.exemplar(e) for e in demos) + prompt.render(item.fields["question"])
+               for item, demos in zip(items, exemplars)]
+    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                       batch_size=batch_size, stop=prompt.stop)
+    per_item: dict[str, list] = {"key": [], "exact_match": [], "exact_match_flexible": []}
+    predictions = []
+    for item, text, completion in zip(items, prompts, completions):
+        strict, flexible = prompt.strict(completion), extract_number(completion)
+        per_item["key"].append(hashlib.sha256(f"{item.label}\x00{text}".encode("utf-8")).hexdigest()[:16])
+        per_item["exact_match"].append(float(harness_exact_match(strict, item.label)))
+        per_item["exact_match_flexible"].append(float(harness_exact_match(flexible, item.label)))
+        predictions.append({"prompt": text, "completion": completion, "target": item.label,
+                            "strict": strict, "extracted": flexible})
+    n = len(items)
+    metrics = {"exact_match": sum(per_item["exact_match"]) / n,
+               "exact_match_flexible": sum(per_item["exact_match_flexible"]) / n, "n": n}
+    return metrics, per_item, predictions
 
 
 def extract_number(text: str) -> str:

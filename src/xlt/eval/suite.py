@@ -47,13 +47,15 @@ class PerplexityUnit:
 @dataclass
 class MgsmUnit:
     """One language of MGSM: its test items (:func:`xlt.eval.mgsm.mgsm_items`), answered directly
-    with the language's prompt (:class:`xlt.eval.mgsm.MgsmTask`)."""
+    with the language's prompt (:class:`xlt.eval.mgsm.MgsmTask`), or with chain-of-thought after
+    exemplars drawn from ``dev`` (:class:`xlt.eval.mgsm.MgsmCotTask`, task ``mgsm_cot``)."""
 
     language: str
-    task_spec: Any  # xlt.eval.mgsm.MgsmTask
+    task_spec: Any  # xlt.eval.mgsm.MgsmTask or MgsmCotTask
     test: list
     max_new_tokens: int = 256
     task: str = "mgsm"
+    dev: list | None = None
 
 
 def perplexity_metrics(model, tokenizer, unit: PerplexityUnit, *, batch_size: int = 8) -> dict[str, Any]:
@@ -75,7 +77,8 @@ def evaluate_suite(model, tokenizer, units: Sequence[Any], *, shots: int = 0,
     {"acc", "acc_norm" (lm-eval rule), "n"}}}``; ``on_result(unit, metrics, items)`` is called
     after each, ``items`` being the per-item values of a task (:func:`item_values`; ``None`` for
     a :class:`PerplexityUnit`), what ``xlt eval compare`` pairs runs by. An :class:`MgsmUnit`
-    reports ``{"exact_match", "exact_match_flexible", "n"}`` (:func:`xlt.eval.mgsm.evaluate_mgsm`)
+    reports ``{"exact_match", "exact_match_flexible", "n"}`` (:func:`xlt.eval.mgsm.evaluate_mgsm`, or
+    :func:`~xlt.eval.mgsm.evaluate_mgsm_cot` after ``shots`` exemplars drawn per item with ``seed``)
     and its items carry the completions too (``predictions``). A :class:`xlt.eval.flores.FloresUnit`
     (one translation direction, its ``language`` being ``"SRC-TGT"``) reports the scores of
     ``mt_metrics`` (default BLEU and chrF++, :func:`xlt.eval.mt.make_metrics`), the
@@ -90,11 +93,19 @@ def evaluate_suite(model, tokenizer, units: Sequence[Any], *, shots: int = 0,
     for unit in bar:
         bar.set_postfix_str(f"{unit.task} {unit.language}")
         if isinstance(unit, MgsmUnit):
-            from xlt.eval.mgsm import evaluate_mgsm
+            from xlt.eval.mgsm import MgsmCotTask, evaluate_mgsm, evaluate_mgsm_cot
 
-            metrics, per_item, predictions = evaluate_mgsm(
-                model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),
-                stop=unit.task_spec.stop, max_new_tokens=unit.max_new_tokens, batch_size=batch_size)
+            if isinstance(unit.task_spec, MgsmCotTask):
+                from xlt.eval.icl import sample_demonstrations_per_item
+
+                exemplars = sample_demonstrations_per_item(unit.dev or [], shots, unit.test, seed) if shots else None
+                metrics, per_item, predictions = evaluate_mgsm_cot(
+                    model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),
+                    exemplars=exemplars, max_new_tokens=unit.max_new_tokens, batch_size=batch_size)
+            else:
+                metrics, per_item, predictions = evaluate_mgsm(
+                    model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),
+                    stop=unit.task_spec.stop, max_new_tokens=unit.max_new_tokens, batch_size=batch_size)
             results.setdefault(unit.task, {})[unit.language] = metrics
             if on_result is not None:
                 on_result(unit, metrics, dict(per_item, predictions=predictions))

@@ -15,8 +15,9 @@ from xlt.errors import ConfigError, DataError
 from xlt.provenance import VERSIONS_KEY, package_versions
 
 DESCRIPTION = """Run multiple-choice tasks (belebele, sib200, global_mmlu, pawsx, xnli, xcopa,
-xstorycloze, xwinograd or template YAML files) and MGSM (greedy direct answers, number exact match as
-lm-evaluation-harness's mgsm_direct scores it) in several languages with one model and write OUT/results.json
+xstorycloze, xwinograd or template YAML files) and MGSM (mgsm: greedy direct answers, number exact
+match as lm-evaluation-harness's mgsm_direct scores it; mgsm_cot: native chain-of-thought after
+--shots exemplars, as its mgsm_native_cot) in several languages with one model and write OUT/results.json
 (task x language x metric, with the model, prompts and versions), OUT/results.md and
 OUT/heatmap.png; --corpus LANG=FILE adds the language's bits per byte on that text (task 'ppl');
 task 'flores' translates FLORES+ devtest (openlanguagedata/flores_plus, or files in its schema) in
@@ -129,13 +130,17 @@ def suite_command(argv: list[str], prog: str) -> int:
             if args.shots:
                 raise ConfigError(f"flores: translated 0-shot; --shots {args.shots} is for the multiple-choice "
                                   "tasks: run flores in another suite")
+        elif name == "mgsm_cot":
+            from xlt.eval.mgsm import load_mgsm_cot_task
+
+            template = load_mgsm_cot_task()
         elif name == "mgsm":
             from xlt.eval.mgsm import load_mgsm_task
 
             template = load_mgsm_task()
             if args.shots:
                 raise ConfigError(f"mgsm: answered 0-shot (the harness's mgsm_direct); --shots {args.shots} is "
-                                  "for the multiple-choice tasks: run mgsm in another suite")
+                                  "for the multiple-choice tasks and mgsm_cot: run mgsm in another suite")
         else:
             template = load_template(name, prompts=args.prompts)
         if template.task in templates:
@@ -148,7 +153,7 @@ def suite_command(argv: list[str], prog: str) -> int:
         data.setdefault(name, default_source(template))
         if data[name] is None:
             raise ConfigError(f"{name}: no hub dataset for this task; give --data {name}=PATTERN")
-        if args.shots and name not in GENERATION_TASKS:
+        if args.shots and name not in ("mgsm", "flores"):
             dev_data.setdefault(name, default_source(template, dev=True))
             if dev_data[name] is None:
                 raise ConfigError(f"{name}: --shots {args.shots} needs demonstrations; give --dev {name}=PATTERN")
@@ -177,7 +182,7 @@ def suite_command(argv: list[str], prog: str) -> int:
     for name, template in templates.items():
         task_settings = dict(settings, data=data[name], dev=dev_data.get(name), scoring=scoring[name],
                              template=template.source)
-        if name == "mgsm":
+        if name in ("mgsm", "mgsm_cot"):
             task_settings["max_new_tokens"] = args.max_new_tokens or template.max_new_tokens
         if name == "flores":
             task_settings.update(max_new_tokens=args.max_new_tokens or FLORES_MAX_NEW_TOKENS, num_beams=args.num_beams,
@@ -200,8 +205,9 @@ def suite_command(argv: list[str], prog: str) -> int:
                 test = test[:args.limit]
             dev = read_eval_split(dev_data[name], template, [lang], dev=True)[lang] if args.shots else None
             template.prompt_for(lang)  # a language without a prompt fails before the model loads
-            if name == "mgsm":
-                unit = MgsmUnit(lang, template, test, args.max_new_tokens or template.max_new_tokens)
+            if name in ("mgsm", "mgsm_cot"):
+                unit = MgsmUnit(lang, template, test, args.max_new_tokens or template.max_new_tokens, task=name,
+                                dev=dev)
             else:
                 unit = SuiteUnit(name, lang, template, test, dev, scoring[name])
             pending.append((unit, task_settings))
@@ -258,7 +264,7 @@ def suite_command(argv: list[str], prog: str) -> int:
 
 
 #: tasks answered by generation (no multiple-choice accuracy, no heat map, 0-shot)
-GENERATION_TASKS = ("mgsm", "flores")
+GENERATION_TASKS = ("mgsm", "mgsm_cot", "flores")
 #: flores: tokens generated at most per sentence unless --max-new-tokens
 FLORES_MAX_NEW_TOKENS = 256
 
@@ -338,6 +344,11 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
                 for label, metric in (("flexible-extract", "exact_match_flexible"),
                                       ("remove_whitespace", "exact_match"))}
         sections.append(f"# {name}: MGSM exact match (%), 0-shot direct answers\n\n"
+                        f"{suite_markdown(rows, 'exact_match')}\n")
+    if "mgsm_cot" in templates:
+        rows = {f"mgsm_cot ({label})": {lang: {"exact_match": m[metric]} for lang, m in ordered["mgsm_cot"].items()}
+                for label, metric in (("flexible-extract", "exact_match_flexible"), ("strict-match", "exact_match"))}
+        sections.append(f"# {name}: MGSM exact match (%), native chain-of-thought, {args.shots}-shot\n\n"
                         f"{suite_markdown(rows, 'exact_match')}\n")
     if "flores" in templates:
         labels = {"chrf++": "chrF++", "bleu": "BLEU", "spbleu": "spBLEU"}
