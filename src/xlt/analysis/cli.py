@@ -213,7 +213,8 @@ model's final norm and head at the position that predicts the next word; per lay
 of the expected next token (p_target), of its pivot-language translation's first token (p_pivot)
 and the entropy. --pairs: word pairs (ParallelPair records) with the pivot language on one side,
 turned into few-shot translation (--source-lang) or repetition prompts; --prompts: your own rows
-{"prompt", "target", "pivot"}. Writes lens.json and lens.png to --out."""
+{"prompt", "target", "pivot"}. --tuned-lens DIR: decode through a tuned lens's affine translators
+(Belrose et al., 2023) instead. Writes lens.json and lens.png to --out."""
 
 
 def lens_command(argv: list[str], prog: str) -> int:
@@ -233,12 +234,15 @@ def lens_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--shots", type=int, default=4, help="--pairs: few-shot examples per prompt")
     parser.add_argument("--limit", type=int, default=None, help="use the first N prompts only")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
+    parser.add_argument("--tuned-lens", default=None, metavar="DIR",
+                        help="decode through a tuned lens (tuned-lens layout: config.json + params.safetensors "
+                             "or params.pt, the latter with --allow-pickle) instead of the plain logit lens")
     _add_model_output_options(parser, "output directory (lens.json, lens.png)")
     args = parser.parse_args(argv)
 
     from tqdm.auto import tqdm
 
-    from xlt.analysis.lens import probes_from_pairs, read_probes, run_lens
+    from xlt.analysis.lens import load_tuned_lens, probes_from_pairs, read_probes, run_lens
     from xlt.analysis.plots import plot_lens
     from xlt.io import atomic_dir, check_output, summary_line, write_json
     from xlt.models import load_model, load_tokenizer
@@ -261,8 +265,10 @@ def lens_command(argv: list[str], prog: str) -> int:
     model = load_model(args.model, kind="causal", dtype=args.dtype, device=args.device, adapter=args.adapter,
                        allow_pickle=args.allow_pickle).eval()
     tokenizer = load_tokenizer(args.adapter or args.model)
+    tuned_lens = load_tuned_lens(args.tuned_lens, model, allow_pickle=args.allow_pickle) if args.tuned_lens else None
     with tqdm(total=len(probes), desc="lens", leave=False) as bar:
-        result = run_lens(model, tokenizer, probes, batch_size=args.batch_size, progress=bar.update)
+        result = run_lens(model, tokenizer, probes, batch_size=args.batch_size, progress=bar.update,
+                          tuned_lens=tuned_lens)
     result.extra.update(model=args.model, adapter=args.adapter,
                         task=("prompts" if args.prompts else "translation" if args.source_lang else "repetition"),
                         source=args.prompts or args.pairs, pivot_lang=None if args.prompts else args.pivot)
@@ -277,7 +283,7 @@ def lens_command(argv: list[str], prog: str) -> int:
     print(f"{payload['n_prompts']} prompts" + (f" ({dropped} left out of the averages: target and pivot "
                                                 f"share their first token)" if dropped else "")
           + f"; p_target/p_pivot by layer 1..{payload['num_layers']}: {curve}")
-    print(summary_line(prog, "logit lens by layer (lens.json, lens.png)", args.out))
+    print(summary_line(prog, f"{payload['lens']} lens by layer (lens.json, lens.png)", args.out))
     return 0
 
 
