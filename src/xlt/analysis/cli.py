@@ -242,7 +242,7 @@ def lens_command(argv: list[str], prog: str) -> int:
 
     from tqdm.auto import tqdm
 
-    from xlt.analysis.lens import load_tuned_lens, probes_from_pairs, read_probes, run_lens
+    from xlt.analysis.lens import final_norm_and_head, load_tuned_lens, probes_from_pairs, read_probes, run_lens
     from xlt.analysis.plots import plot_lens
     from xlt.io import atomic_dir, check_output, summary_line, write_json
     from xlt.models import load_model, load_tokenizer
@@ -262,9 +262,11 @@ def lens_command(argv: list[str], prog: str) -> int:
         probes = probes_from_pairs(read_parallel_pairs(args.pairs), pivot=args.pivot, target_lang=args.target_lang,
                                    source_lang=args.source_lang, shots=args.shots)
     probes = probes[:args.limit] if args.limit else probes
-    model = load_model(args.model, kind="causal", dtype=args.dtype, device=args.device, adapter=args.adapter,
+    # kind auto: an encoder-decoder model loads, and the analysis refuses it in one clear line
+    model = load_model(args.model, kind="auto", dtype=args.dtype, device=args.device, adapter=args.adapter,
                        allow_pickle=args.allow_pickle).eval()
     tokenizer = load_tokenizer(args.adapter or args.model)
+    final_norm_and_head(model)  # a model the lens cannot read is refused before the progress bar
     tuned_lens = load_tuned_lens(args.tuned_lens, model, allow_pickle=args.allow_pickle) if args.tuned_lens else None
     with tqdm(total=len(probes), desc="lens", leave=False) as bar:
         result = run_lens(model, tokenizer, probes, batch_size=args.batch_size, progress=bar.update,
@@ -378,7 +380,8 @@ def neurons_command(argv: list[str], prog: str) -> int:
         if not prompts:
             raise DataError("no prompt", path=args.steer_prompts)
     check_output(args.out, args.overwrite)
-    model = load_model(args.model, kind="causal", dtype=args.dtype, device=args.device, adapter=args.adapter,
+    # kind auto: an encoder-decoder model loads, and the analysis refuses it in one clear line
+    model = load_model(args.model, kind="auto", dtype=args.dtype, device=args.device, adapter=args.adapter,
                        allow_pickle=args.allow_pickle).eval()
     tokenizer = load_tokenizer(args.adapter or args.model)
     bars = {}

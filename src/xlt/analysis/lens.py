@@ -58,6 +58,9 @@ def final_norm_and_head(model):
     from xlt.models import decoder_blocks, unwrap_model
 
     base = unwrap_model(model)
+    if getattr(base.config, "is_encoder_decoder", False):
+        raise ModelError(f"{type(base).__name__} is an encoder-decoder model; the lens reads the blocks of a "
+                         "decoder-only causal LM")
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if head is None:
         raise ModelError(f"{type(base).__name__} has no output head (get_output_embeddings)")
@@ -134,6 +137,7 @@ def load_tuned_lens(path, model, *, allow_pickle: bool = False) -> TunedLens:
 
     from xlt.models import num_layers
 
+    final_norm_and_head(model)  # refuses a model the lens cannot read
     path = Path(path)
     if path.is_dir():
         weights = next((path / name for name in TUNED_LENS_WEIGHTS if (path / name).is_file()), None)
@@ -365,6 +369,7 @@ def run_lens(model, tokenizer, probes: Sequence[LensProbe], *, batch_size: int =
         raise DataError("no prompts to run the lens on")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    final_norm_and_head(model)  # refuses a model the lens cannot read before any work
     if tuned_lens is not None and not isinstance(tuned_lens, TunedLens):
         tuned_lens = load_tuned_lens(tuned_lens, model, allow_pickle=allow_pickle)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
