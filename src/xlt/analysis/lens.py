@@ -94,6 +94,11 @@ class TunedLens:
     def num_layers(self) -> int:
         return int(self.weight.shape[0])
 
+    def to(self, device=None, dtype=None) -> "TunedLens":
+        """The same lens with its tensors on ``device`` in ``dtype`` (moved once, not per batch)."""
+        return TunedLens(self.weight.to(device=device, dtype=dtype), self.bias.to(device=device, dtype=dtype),
+                         self.source)
+
     def translate(self, states):
         """``states``: ``(N, batch, dim)``, row ``l - 1`` for layer ``l``. Rows ``0..N-2`` (layers
         ``1..N-1``) get translators ``1..N-1`` added residually; the last row is left as it is."""
@@ -370,8 +375,11 @@ def run_lens(model, tokenizer, probes: Sequence[LensProbe], *, batch_size: int =
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     final_norm_and_head(model)  # refuses a model the lens cannot read before any work
-    if tuned_lens is not None and not isinstance(tuned_lens, TunedLens):
-        tuned_lens = load_tuned_lens(tuned_lens, model, allow_pickle=allow_pickle)
+    if tuned_lens is not None:
+        if not isinstance(tuned_lens, TunedLens):
+            tuned_lens = load_tuned_lens(tuned_lens, model, allow_pickle=allow_pickle)
+        head_weight = final_norm_and_head(model)[1].weight
+        tuned_lens = tuned_lens.to(head_weight.device, head_weight.dtype)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     targets = [first_token(tokenizer, p.target) for p in probes]
     pivots = [first_token(tokenizer, p.pivot) for p in probes]
