@@ -129,7 +129,7 @@ def _bad(tmp_path, name, mutate, **config):
     return _write_lens(tmp_path / name, tensors, width=32, n_layers=4, **config)
 
 
-@pytest.mark.parametrize("name,mutate,config,pattern", [
+BAD_LENSES = [
     ("no-bias", lambda t: t.pop("2.bias"), {}, r"params\.safetensors: field '2\.bias': missing"),
     ("narrow", lambda t: t.update({"1.weight": torch.zeros(16, 16)}), {},
      r"params\.safetensors: field '1\.weight': shape \(16, 16\) does not match the model's hidden width 32"),
@@ -144,7 +144,10 @@ def _bad(tmp_path, name, mutate, **config):
     ("nan", lambda t: t["0.bias"].__setitem__(0, float("nan")), {}, r"field '0\.bias': holds NaN"),
     ("mlp-lens", lambda t: None, {"lens_type": "mlp_tuned_lens"},
      r"config\.json: field 'lens_type': 'mlp_tuned_lens' is not supported"),
-])
+]
+
+
+@pytest.mark.parametrize("name,mutate,config,pattern", BAD_LENSES, ids=[case[0] for case in BAD_LENSES])
 def test_malformed_lens_is_one_error_naming_file_and_field(name, mutate, config, pattern, bpe_tokenizer, tmp_path):
     from xlt.analysis.lens import load_tuned_lens
     from xlt.errors import DataError
