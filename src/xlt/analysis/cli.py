@@ -279,7 +279,8 @@ def lens_command(argv: list[str], prog: str) -> int:
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         write_json(tmp / "lens.json", payload)
         plot_lens(payload["layers"], summary, tmp / "lens.png",
-                  pivot_label=f"pivot ({args.pivot})" if not args.prompts else "pivot")
+                  pivot_label=f"pivot ({args.pivot})" if not args.prompts else "pivot",
+                  title=f"{payload['lens'].capitalize()} lens: latent language by layer")
     dropped = payload["n_prompts"] - payload["n_averaged"]
     curve = " ".join(f"{t:.3g}/{p:.3g}" for t, p in zip(payload["p_target"], payload["p_pivot"]))
     print(f"{payload['n_prompts']} prompts" + (f" ({dropped} left out of the averages: target and pivot "
