@@ -114,7 +114,37 @@ def build_workspace(root: Path, model_dir: Path, m2m_dir: Path | None = None) ->
     sd[first][0, 0] = float("nan")
     write_adapter_dir(nan, lora_config(base=base), sd)
     put("lora_nan", nan)
+
+    # lens probes and tuned lenses sized to the model (one broken thing each)
+    put("lens_prompts", _jsonl(root / "lens_prompts.jsonl", [{"prompt": "a b c", "target": "d", "pivot": "e"}]))
+    model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    width, layers = model_config["hidden_size"], model_config["num_hidden_layers"]
+    put("tuned_missing", _tuned_lens(root / "tuned_missing", width, layers, drop="1.bias"))
+    put("tuned_narrow", _tuned_lens(root / "tuned_narrow", width, layers, width_override=width // 2))
+    put("tuned_short", _tuned_lens(root / "tuned_short", width, layers - 1))
+    pickled_lens = root / "tuned_pickle"
+    pickled_lens.mkdir(exist_ok=True)
+    crafted_pickle(pickled_lens / "params.pt", root / "PWNED")
+    put("tuned_pickle", pickled_lens)
     return ws
+
+
+def _tuned_lens(directory: Path, width: int, layers: int, *, drop: str | None = None,
+                width_override: int | None = None) -> Path:
+    """A tuned lens directory (config.json + params.safetensors) of zero translators."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps({"lens_type": "linear_tuned_lens"}), encoding="utf-8")
+    dim = width_override or width
+    tensors = {}
+    for i in range(layers):
+        tensors[f"{i}.weight"] = torch.zeros(dim, dim)
+        tensors[f"{i}.bias"] = torch.zeros(dim)
+    tensors.pop(drop, None)
+    save_file(tensors, str(directory / "params.safetensors"))
+    return directory
 
 
 def listing(path: str | Path) -> list[str]:

@@ -390,3 +390,66 @@ def test_adapter_is_applied(tiny_llama_dir, tmp_path):
     plain, _ = activation_probability(AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval(), tokenizer, corpora)
     assert torch.allclose(got, want, atol=1e-6, rtol=0)
     assert not torch.equal(got, plain)
+
+
+#: the module whose output is the FFN's pre-activation, named by hand per architecture
+PRE_ACTIVATION = {"qwen2": lambda m, i: m.model.layers[i].mlp.gate_proj,
+                  "mistral": lambda m, i: m.model.layers[i].mlp.gate_proj,
+                  "gemma": lambda m, i: m.model.layers[i].mlp.gate_proj,
+                  "xglm": lambda m, i: m.model.layers[i].fc1,
+                  "bloom": lambda m, i: m.transformer.h[i].mlp.dense_h_to_4h}
+
+
+@pytest.mark.parametrize("arch", sorted(PRE_ACTIVATION))
+def test_activation_probability_on_every_fixture_architecture(arch, bpe_tokenizer):
+    """On the architectures without a forward by hand above: the probabilities equal the share of
+    tokens whose pre-activation (gate / fc1 output, one unpadded line at a time) is above 0 —
+    SiLU and every GELU variant here are above 0 exactly where their input is."""
+    from xlt.analysis.neurons import activation_probability
+    from xlt.testing import tiny_model
+
+    model = tiny_model(arch, bpe_tokenizer, seed=5)
+    got, n_tokens = activation_probability(model, bpe_tokenizer, {"en": iter(EN), "de": iter(DE)}, batch_size=3)
+    kept: dict[int, torch.Tensor] = {}
+    handles = [PRE_ACTIVATION[arch](model, i).register_forward_hook(
+        lambda mod, a, out, i=i: kept.__setitem__(i, out[0])) for i in range(4)]
+    try:
+        for k, lines in enumerate((EN, DE)):
+            positive, total = 0, 0
+            for line in lines:
+                ids = bpe_tokenizer(line)["input_ids"]
+                with torch.no_grad():
+                    model(input_ids=torch.tensor([ids]))
+                positive = positive + torch.stack([(kept[i] > 0).sum(dim=0) for i in range(4)])
+                total += len(ids)
+            assert n_tokens[["en", "de"][k]] == total
+            assert torch.equal(got[k], (positive.double() / total).float()), arch
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_encoder_decoder_models_are_refused(nllb_tokenizer, tiny_model_dir, tmp_path, capsys):
+    from xlt.analysis.lens import LensProbe, run_lens
+    from xlt.analysis.neurons import activation_probability
+    from xlt.cli import main
+    from xlt.errors import ModelError
+    from xlt.testing import tiny_model
+
+    seq2seq = tiny_model("m2m100", nllb_tokenizer)
+    with pytest.raises(ModelError, match="M2M100ForConditionalGeneration is an encoder-decoder model"):
+        activation_probability(seq2seq, nllb_tokenizer, {"en": iter(EN)})
+    with pytest.raises(ModelError, match="M2M100ForConditionalGeneration is an encoder-decoder model"):
+        run_lens(seq2seq, nllb_tokenizer, [LensProbe("The cat", "sat", "saß")])
+    # the commands: one line, before any output
+    model_dir = tiny_model_dir("m2m100")
+    prompts = tmp_path / "probes.jsonl"
+    prompts.write_text(json.dumps({"prompt": "The cat", "target": "sat", "pivot": "saß"}) + "\n", encoding="utf-8")
+    corpus = _write(tmp_path / "en.txt", EN)
+    for command in (["lens", "--prompts", str(prompts)], ["neurons", "--corpus", f"en={corpus}", f"de={corpus}"]):
+        capsys.readouterr()
+        assert main(["analyze", command[0], "--model", str(model_dir), *command[1:],
+                     "--out", str(tmp_path / "never")]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("xlt: error:") and "encoder-decoder" in err[0], err
+        assert not (tmp_path / "never").exists()

@@ -407,3 +407,59 @@ def test_modules_to_save_copies_follow_the_outer_rule():
     assert torch.all(out["base_model.model.model.embed_tokens.modules_to_save.weight"] == 1.0)
     out = layer_swap_adapters(adapter(1.0), adapter(2.0), bottom=1, top=0, outer="language").adapter.tensors
     assert torch.all(out["base_model.model.lm_head.modules_to_save.weight"] == 2.0)
+
+
+def _call_sides(model) -> dict[str, str]:
+    """Parameter name -> ``"input"`` / ``"output"`` for tensors outside the blocks, found by running
+    the model: a module that runs before block 0 is on the input side, after the last block on the
+    output side (no name matching, so it holds for any architecture)."""
+    from xlt.models import decoder_blocks
+
+    blocks = decoder_blocks(model)
+    in_blocks = {id(m) for block in blocks for m in block.modules()}
+    order: list = []
+    handles = [m.register_forward_hook(lambda mod, a, o, name=name: order.append(name))
+               for name, m in model.named_modules() if id(m) not in in_blocks and not list(m.children())]
+    handles.append(blocks[0].register_forward_hook(lambda *a: order.append("<block 0>")))
+    handles.append(blocks[-1].register_forward_hook(lambda *a: order.append("<last block>")))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 5, 6, 7]]))
+    for handle in handles:
+        handle.remove()
+    first, last = order.index("<block 0>"), order.index("<last block>")
+    sides = {}
+    for name, module in model.named_modules():
+        if name in order:
+            for pname, _ in module.named_parameters(recurse=False):
+                at = order.index(name)
+                sides[f"{name}.{pname}"] = "input" if at < first else "output" if at > last else "?"
+    return sides
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma", "gpt2", "xglm", "bloom"])
+def test_every_fixture_architecture_swaps(arch, tiny_model_dir, tmp_path):
+    """Bottom 1 block from the language expert, the rest from the task expert, on each decoder-only
+    fixture architecture (llama and qwen2 run every test above): each tensor's source is traced to
+    its block, or to the side of the blocks it runs on (embeddings and their norm or positions with
+    block 0, final norm and head with the last block)."""
+    from transformers import AutoModelForCausalLM
+
+    from xlt.merge.layer_swap import layer_swap_directories
+    from xlt.models import decoder_blocks
+
+    base = tiny_model_dir(arch)
+    task, language = _expert(base, tmp_path / "task", TASK_OFFSET), _expert(base, tmp_path / "lang", LANGUAGE_OFFSET)
+    out = tmp_path / "swapped"
+    layer_swap_directories(task, language, out, bottom=1, top=0)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    owner = {id(p): i for i, block in enumerate(decoder_blocks(model)) for p in block.parameters()}
+    sides = _call_sides(model)
+    got = _offsets(out, base)
+    assert set(got) == {name for name, _ in model.named_parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in owner:
+            want = LANGUAGE_OFFSET if owner[id(p)] == 0 else TASK_OFFSET
+        else:
+            assert sides.get(name) in ("input", "output"), (arch, name)
+            want = LANGUAGE_OFFSET if sides[name] == "input" else TASK_OFFSET
+        assert got[name] == pytest.approx(want, abs=1e-5), (arch, name)

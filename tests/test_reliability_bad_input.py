@@ -160,6 +160,16 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["field 'prompt'"]),
     ("lens-zero-batch", "analyze lens --model {model} --prompts {pairs} --batch-size 0 --out {out}",
      ["--batch-size", "0"]),
+    ("lens-tuned-missing-translator", "analyze lens --model {model} --prompts {lens_prompts} "
+     "--tuned-lens {tuned_missing} --out {out}", ["tuned_missing/params.safetensors", "field '1.bias'", "missing"]),
+    ("lens-tuned-width", "analyze lens --model {model} --prompts {lens_prompts} --tuned-lens {tuned_narrow} "
+     "--out {out}", ["tuned_narrow/params.safetensors", "field '0.weight'", "hidden width"]),
+    ("lens-tuned-layer-count", "analyze lens --model {model} --prompts {lens_prompts} --tuned-lens {tuned_short} "
+     "--out {out}", ["tuned_short/params.safetensors", "translators", "layers"]),
+    ("lens-tuned-pickle", "analyze lens --model {model} --prompts {lens_prompts} --tuned-lens {tuned_pickle} "
+     "--out {out}", ["tuned_pickle/params.pt", "--allow-pickle"]),
+    ("lens-tuned-pickle-allowed", "analyze lens --model {model} --prompts {lens_prompts} --tuned-lens {tuned_pickle} "
+     "--allow-pickle --out {out}", ["tuned_pickle/params.pt", "plain tensors"]),
     ("neurons-missing-corpus", "analyze neurons --model {model} --corpus en={corpus} de={missing} --out {out}",
      ["does_not_exist", "no such corpus file"]),
     ("neurons-corpus-without-lang", "analyze neurons --model {model} --corpus en={corpus} {corpus} --out {out}",

@@ -213,7 +213,8 @@ model's final norm and head at the position that predicts the next word; per lay
 of the expected next token (p_target), of its pivot-language translation's first token (p_pivot)
 and the entropy. --pairs: word pairs (ParallelPair records) with the pivot language on one side,
 turned into few-shot translation (--source-lang) or repetition prompts; --prompts: your own rows
-{"prompt", "target", "pivot"}. Writes lens.json and lens.png to --out."""
+{"prompt", "target", "pivot"}. --tuned-lens DIR: decode through a tuned lens's affine translators
+(Belrose et al., 2023) instead. Writes lens.json and lens.png to --out."""
 
 
 def lens_command(argv: list[str], prog: str) -> int:
@@ -233,12 +234,15 @@ def lens_command(argv: list[str], prog: str) -> int:
     parser.add_argument("--shots", type=int, default=4, help="--pairs: few-shot examples per prompt")
     parser.add_argument("--limit", type=int, default=None, help="use the first N prompts only")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
+    parser.add_argument("--tuned-lens", default=None, metavar="DIR",
+                        help="decode through a tuned lens (tuned-lens layout: config.json + params.safetensors "
+                             "or params.pt, the latter with --allow-pickle) instead of the plain logit lens")
     _add_model_output_options(parser, "output directory (lens.json, lens.png)")
     args = parser.parse_args(argv)
 
     from tqdm.auto import tqdm
 
-    from xlt.analysis.lens import probes_from_pairs, read_probes, run_lens
+    from xlt.analysis.lens import final_norm_and_head, load_tuned_lens, probes_from_pairs, read_probes, run_lens
     from xlt.analysis.plots import plot_lens
     from xlt.io import atomic_dir, check_output, summary_line, write_json
     from xlt.models import load_model, load_tokenizer
@@ -258,11 +262,15 @@ def lens_command(argv: list[str], prog: str) -> int:
         probes = probes_from_pairs(read_parallel_pairs(args.pairs), pivot=args.pivot, target_lang=args.target_lang,
                                    source_lang=args.source_lang, shots=args.shots)
     probes = probes[:args.limit] if args.limit else probes
-    model = load_model(args.model, kind="causal", dtype=args.dtype, device=args.device, adapter=args.adapter,
+    # kind auto: an encoder-decoder model loads, and the analysis refuses it in one clear line
+    model = load_model(args.model, kind="auto", dtype=args.dtype, device=args.device, adapter=args.adapter,
                        allow_pickle=args.allow_pickle).eval()
     tokenizer = load_tokenizer(args.adapter or args.model)
+    final_norm_and_head(model)  # a model the lens cannot read is refused before the progress bar
+    tuned_lens = load_tuned_lens(args.tuned_lens, model, allow_pickle=args.allow_pickle) if args.tuned_lens else None
     with tqdm(total=len(probes), desc="lens", leave=False) as bar:
-        result = run_lens(model, tokenizer, probes, batch_size=args.batch_size, progress=bar.update)
+        result = run_lens(model, tokenizer, probes, batch_size=args.batch_size, progress=bar.update,
+                          tuned_lens=tuned_lens)
     result.extra.update(model=args.model, adapter=args.adapter,
                         task=("prompts" if args.prompts else "translation" if args.source_lang else "repetition"),
                         source=args.prompts or args.pairs, pivot_lang=None if args.prompts else args.pivot)
@@ -271,13 +279,14 @@ def lens_command(argv: list[str], prog: str) -> int:
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         write_json(tmp / "lens.json", payload)
         plot_lens(payload["layers"], summary, tmp / "lens.png",
-                  pivot_label=f"pivot ({args.pivot})" if not args.prompts else "pivot")
+                  pivot_label=f"pivot ({args.pivot})" if not args.prompts else "pivot",
+                  title=f"{payload['lens'].capitalize()} lens: latent language by layer")
     dropped = payload["n_prompts"] - payload["n_averaged"]
     curve = " ".join(f"{t:.3g}/{p:.3g}" for t, p in zip(payload["p_target"], payload["p_pivot"]))
     print(f"{payload['n_prompts']} prompts" + (f" ({dropped} left out of the averages: target and pivot "
                                                 f"share their first token)" if dropped else "")
           + f"; p_target/p_pivot by layer 1..{payload['num_layers']}: {curve}")
-    print(summary_line(prog, "logit lens by layer (lens.json, lens.png)", args.out))
+    print(summary_line(prog, f"{payload['lens']} lens by layer (lens.json, lens.png)", args.out))
     return 0
 
 
@@ -372,7 +381,8 @@ def neurons_command(argv: list[str], prog: str) -> int:
         if not prompts:
             raise DataError("no prompt", path=args.steer_prompts)
     check_output(args.out, args.overwrite)
-    model = load_model(args.model, kind="causal", dtype=args.dtype, device=args.device, adapter=args.adapter,
+    # kind auto: an encoder-decoder model loads, and the analysis refuses it in one clear line
+    model = load_model(args.model, kind="auto", dtype=args.dtype, device=args.device, adapter=args.adapter,
                        allow_pickle=args.allow_pickle).eval()
     tokenizer = load_tokenizer(args.adapter or args.model)
     bars = {}

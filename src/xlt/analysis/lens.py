@@ -16,15 +16,28 @@ output distribution):
 One forward pass per batch: forward hooks keep each block's output at the last real position
 of every row only (right padding; the causal mask keeps the pads after it from mattering), then
 norm and head run once on the stacked ``(N, batch, dim)`` states.
+
+**Tuned lens** (Belrose et al., "Eliciting Latent Predictions from Transformers with the Tuned
+Lens", 2023): one affine translator ``(A_l, b_l)`` per layer, added residually before the final
+norm and head, ``softmax(U · norm(h_l + A_l h_l + b_l))``, as the ``tuned-lens`` package applies
+it. Its files (:func:`load_tuned_lens`): a directory with ``config.json`` and ``params.pt`` (or
+``params.safetensors``) holding ``{i}.weight`` ``(dim, dim)`` and ``{i}.bias`` ``(dim,)`` (older
+releases: ``layer_translators.{i}.weight``), ``i = 0..N-1``. Translator ``i`` reads hidden state
+``i`` of ``output_hidden_states`` (0: the embeddings; ``i``: the output of block ``i - 1``), so
+layer ``l = 1..N-1`` here uses translator ``l``; translator 0 (the embeddings, not a layer here) is
+read and checked but unused, and layer N has none: it stays the model's own output.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from xlt.errors import ConfigError, DataError, ModelError
+
+TUNED_LENS_WEIGHTS = ("params.safetensors", "params.pt")
 
 METRICS = ("p_target", "p_pivot", "entropy")
 FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "layer_norm")
@@ -45,6 +58,9 @@ def final_norm_and_head(model):
     from xlt.models import decoder_blocks, unwrap_model
 
     base = unwrap_model(model)
+    if getattr(base.config, "is_encoder_decoder", False):
+        raise ModelError(f"{type(base).__name__} is an encoder-decoder model; the lens reads the blocks of a "
+                         "decoder-only causal LM")
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if head is None:
         raise ModelError(f"{type(base).__name__} has no output head (get_output_embeddings)")
@@ -62,12 +78,170 @@ def final_norm_and_head(model):
                      f"{', '.join(FINAL_NORM_NAMES)})")
 
 
-def lens_log_probs(model, input_ids, attention_mask=None):
+@dataclass(frozen=True)
+class TunedLens:
+    """Affine translators of a tuned lens, one per hidden state ``0..N-1`` (see the module doc).
+
+    ``weight``: ``(N, dim, dim)``, ``bias``: ``(N, dim)``; the lens of layer ``l`` decodes
+    ``h + h @ weight[l].T + bias[l]``. ``source`` names the files they came from.
+    """
+
+    weight: Any
+    bias: Any
+    source: str
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.weight.shape[0])
+
+    def to(self, device=None, dtype=None) -> "TunedLens":
+        """The same lens with its tensors on ``device`` in ``dtype`` (moved once, not per batch)."""
+        return TunedLens(self.weight.to(device=device, dtype=dtype), self.bias.to(device=device, dtype=dtype),
+                         self.source)
+
+    def translate(self, states):
+        """``states``: ``(N, batch, dim)``, row ``l - 1`` for layer ``l``. Rows ``0..N-2`` (layers
+        ``1..N-1``) get translators ``1..N-1`` added residually; the last row is left as it is."""
+        import torch
+
+        n = states.shape[0]
+        weight = self.weight[1:n].to(device=states.device, dtype=states.dtype)  # (N-1, dim, dim)
+        bias = self.bias[1:n].to(device=states.device, dtype=states.dtype)      # (N-1, dim)
+        inner = states[:-1]
+        translated = inner + torch.baddbmm(bias[:, None, :], inner, weight.transpose(1, 2))
+        return torch.cat([translated, states[-1:]])
+
+
+def _model_width(model) -> int:
+    from xlt.models import unwrap_model
+
+    base = unwrap_model(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    width = getattr(head, "in_features", None) or getattr(base.config, "hidden_size", None)
+    if width is None:
+        raise ModelError(f"cannot tell the hidden width of {type(base).__name__}")
+    return int(width)
+
+
+def load_tuned_lens(path, model, *, allow_pickle: bool = False) -> TunedLens:
+    """A tuned lens from ``path`` (a directory in the ``tuned-lens`` layout, or its weights file),
+    checked against ``model``: one translator per decoder block, each ``(dim, dim)`` + ``(dim,)``
+    with ``dim`` the model's hidden width.
+
+    ``params.safetensors`` is preferred. ``params.pt`` is a pickle: it is read only with
+    ``allow_pickle`` (``--allow-pickle``), and then only as plain tensors
+    (``torch.load(weights_only=True)``). A bad file, a missing translator or a size that does not
+    match the model is a :class:`DataError` naming the file and the field.
+    """
+    import json
+    import os
+    import warnings
+    from pathlib import Path
+
+    import torch
+
+    from xlt.models import num_layers
+
+    final_norm_and_head(model)  # refuses a model the lens cannot read
+    path = Path(path)
+    if path.is_dir():
+        weights = next((path / name for name in TUNED_LENS_WEIGHTS if (path / name).is_file()), None)
+        if weights is None:
+            raise DataError(f"not a tuned lens: no {' or '.join(TUNED_LENS_WEIGHTS)}", path=path)
+        config_path = path / "config.json"
+    elif path.is_file():
+        weights, config_path = path, path.parent / "config.json"
+    else:
+        raise DataError("no such tuned lens (a directory with config.json and params.pt)", path=path)
+    n_layers, width = num_layers(model), _model_width(model)
+
+    config: dict = {}
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"not valid JSON ({exc})", path=config_path) from None
+        if not isinstance(config, dict):
+            raise DataError("expected a JSON object", path=config_path)
+        lens_type = config.get("lens_type", "linear_tuned_lens")
+        if lens_type != "linear_tuned_lens":
+            raise DataError(f"{lens_type!r} is not supported (only linear_tuned_lens)", path=config_path,
+                            field="lens_type")
+        for key, want in (("d_model", width), ("num_hidden_layers", n_layers)):
+            if key in config and config[key] != want:
+                what = "hidden width" if key == "d_model" else "number of layers"
+                raise DataError(f"{config[key]!r} does not match the model's {what} {want}", path=config_path,
+                                field=key)
+
+    if weights.name.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(os.fspath(weights))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise DataError(f"not a readable safetensors file ({exc})", path=weights) from None
+    else:
+        if not allow_pickle:
+            raise DataError("a pickle file, which can run arbitrary code when loaded; convert it to "
+                            "params.safetensors or pass --allow-pickle if you trust it (read as plain tensors "
+                            "only)", path=weights)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tensors = torch.load(os.fspath(weights), map_location="cpu", weights_only=True)
+        except Exception as exc:  # an UnpicklingError for anything but plain tensors
+            reason = (str(exc).splitlines() or [""])[0].split(". ")[0]
+            raise DataError(f"cannot load as plain tensors ({type(exc).__name__}: {reason})", path=weights) from None
+        if not isinstance(tensors, dict):
+            raise DataError(f"expected a dict of tensors, got {type(tensors).__name__}", path=weights)
+
+    found: dict[int, dict[str, Any]] = {}
+    prefix = ""
+    for key, value in tensors.items():
+        match = re.fullmatch(r"(layer_translators\.)?(\d+)\.(weight|bias)", str(key))
+        if match is None:
+            continue  # older releases saved the whole lens (its unembedding too): only translators are read
+        prefix = match.group(1) or ""
+        found.setdefault(int(match.group(2)), {})[match.group(3)] = value
+    if not found:
+        raise DataError("no translator tensors ({i}.weight / {i}.bias)", path=weights)
+    count = max(found) + 1
+    if count != n_layers:  # the field named: the first translator too many, or the last one missing
+        field_name = f"{prefix}{n_layers if count > n_layers else n_layers - 1}.weight"
+        raise DataError(f"{'present' if count > n_layers else 'missing'}: {count} translators (0..{count - 1}) "
+                        f"for a model of {n_layers} layers (one translator per layer)", path=weights,
+                        field=field_name)
+    with_bias = config.get("bias", True) is not False
+    weight_rows, bias_rows = [], []
+    for i in range(n_layers):
+        parts = found.get(i, {})
+        for name, shape in (("weight", (width, width)), ("bias", (width,))):
+            field_name = f"{prefix}{i}.{name}"
+            value = parts.get(name)
+            if value is None:
+                if name == "bias" and not with_bias:
+                    continue
+                raise DataError(f"missing: no translator for layer {i}", path=weights, field=field_name)
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise DataError("not a floating-point tensor", path=weights, field=field_name)
+            if tuple(value.shape) != shape:
+                raise DataError(f"shape {tuple(value.shape)} does not match the model's hidden width {width} "
+                                f"(expected {shape})", path=weights, field=field_name)
+            if not bool(torch.isfinite(value).all()):
+                raise DataError("holds NaN or infinite values", path=weights, field=field_name)
+        weight_rows.append(parts["weight"].float())
+        bias_rows.append(parts["bias"].float() if "bias" in parts else torch.zeros(width))
+    return TunedLens(torch.stack(weight_rows), torch.stack(bias_rows), str(weights))
+
+
+def lens_log_probs(model, input_ids, attention_mask=None, *, tuned_lens: TunedLens | None = None):
     """Log-probabilities of the logit lens at the last real position of every row, all layers.
 
     ``input_ids``, ``attention_mask``: ``(batch, seq)``, right-padded. Returns ``(N, batch,
     vocab)`` float32, row ``l - 1`` for layer ``l`` (output of block ``l - 1``); row ``N - 1`` is
-    the model's own next-token distribution.
+    the model's own next-token distribution. With ``tuned_lens``, layers ``1..N-1`` are decoded
+    through its translators (:meth:`TunedLens.translate`).
     """
     import torch
 
@@ -97,6 +271,11 @@ def lens_log_probs(model, input_ids, attention_mask=None):
             if any(c is None for c in captured):
                 raise ModelError(f"could not capture every block's output of {type(model).__name__}")
             states = torch.stack(captured)  # (N, batch, dim)
+            if tuned_lens is not None:
+                if tuned_lens.num_layers != states.shape[0]:
+                    raise ModelError(f"the tuned lens {tuned_lens.source} has {tuned_lens.num_layers} translators, "
+                                     f"the model {states.shape[0]} layers")
+                states = tuned_lens.translate(states)
             logits = head(norm(states)).float()
             if softcap:
                 logits = torch.tanh(logits / softcap) * softcap
@@ -176,8 +355,13 @@ class LensResult:
 
 
 def run_lens(model, tokenizer, probes: Sequence[LensProbe], *, batch_size: int = 16,
-             progress: Callable[[int], Any] | None = None) -> LensResult:
+             progress: Callable[[int], Any] | None = None, tuned_lens=None,
+             allow_pickle: bool = False) -> LensResult:
     """The logit lens over ``probes``, ``batch_size`` prompts per forward pass.
+
+    ``tuned_lens``: a :class:`TunedLens` or a path for :func:`load_tuned_lens` (``allow_pickle``
+    applies to its ``params.pt``); the result's ``extra`` records ``lens`` (``"logit"`` or
+    ``"tuned"``) and ``tuned_lens`` (its weights file, or None).
 
     A prompt whose target and pivot share their first token cannot tell the two languages apart;
     it is kept in ``per_prompt`` but left out of the averages (as Wendler et al. drop such words).
@@ -190,6 +374,12 @@ def run_lens(model, tokenizer, probes: Sequence[LensProbe], *, batch_size: int =
         raise DataError("no prompts to run the lens on")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    final_norm_and_head(model)  # refuses a model the lens cannot read before any work
+    if tuned_lens is not None:
+        if not isinstance(tuned_lens, TunedLens):
+            tuned_lens = load_tuned_lens(tuned_lens, model, allow_pickle=allow_pickle)
+        head_weight = final_norm_and_head(model)[1].weight
+        tuned_lens = tuned_lens.to(head_weight.device, head_weight.dtype)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     targets = [first_token(tokenizer, p.target) for p in probes]
     pivots = [first_token(tokenizer, p.pivot) for p in probes]
@@ -208,7 +398,7 @@ def run_lens(model, tokenizer, probes: Sequence[LensProbe], *, batch_size: int =
         width = max(map(len, encoded))
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in encoded])
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in encoded])
-        log_probs = lens_log_probs(model, ids, mask)
+        log_probs = lens_log_probs(model, ids, mask, tuned_lens=tuned_lens)
         metrics = lens_metrics(log_probs, targets[start:start + len(batch)], pivots[start:start + len(batch)])
         for metric in METRICS:
             values[metric].extend(metrics[metric].T.cpu().double().tolist())
@@ -218,7 +408,9 @@ def run_lens(model, tokenizer, probes: Sequence[LensProbe], *, batch_size: int =
     if not any(included):
         raise DataError("every prompt's target and pivot start with the same token: the lens cannot "
                         "tell the two languages apart")
-    return LensResult(list(probes), targets, pivots, values, included, n_layers)
+    lens = {"lens": "logit" if tuned_lens is None else "tuned",
+            "tuned_lens": None if tuned_lens is None else tuned_lens.source}
+    return LensResult(list(probes), targets, pivots, values, included, n_layers, extra=lens)
 
 
 # --------------------------------------------------------------------------------------------

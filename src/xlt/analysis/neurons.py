@@ -64,6 +64,9 @@ def activation_sites(model) -> list[ActivationSite]:
     from xlt.models import decoder_blocks, unwrap_model
 
     base = unwrap_model(model)
+    if getattr(base.config, "is_encoder_decoder", False):
+        raise ModelError(f"{type(base).__name__} is an encoder-decoder model; language-specific neurons are read "
+                         "from the blocks of a decoder-only causal LM")
     sites = []
     for index, block in enumerate(decoder_blocks(base)):
         mlp = next((getattr(block, n) for n in MLP_NAMES if isinstance(getattr(block, n, None), nn.Module)), block)
