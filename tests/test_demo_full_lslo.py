@@ -112,6 +112,8 @@ def _constructed(fs, *, gain=5.0, shared_low=40.0, copy=20.0, base=40.0):
             chrf = {d: low if s["tiers"][d[4:]] == "low" else 30.0 for d in directions}
             out[f"full-lslo-{arm}-{u['name']}"] = {"test": {"items": items(low), "chrf": chrf},
                                                    "trainable_parameters": 100 if arm != "full" else 1000}
+            if arm == "lslo-pruned":
+                out[f"full-lslo-{arm}-{u['name']}"]["pruning"] = {"b_surviving": 5, "b_parameters": 50}
     return out
 
 
@@ -145,25 +147,42 @@ def test_reproduction_from_constructed_runs(tmp_path):
     assert data["systems"]["lslo"]["tiers"]["high"]["mean"] == pytest.approx(30.0)
     assert data["trainable_parameters"] == {"lslo": 100, "lslo-pruned": 100, "shared": 100, "full": 1000}
     assert any(line.startswith("| lslo | 100 | 30.0 ± 0.0 | 30.0 ± 0.0 | 45.0 ± 0.0 |") for line in lines)
+    assert "Pruned LSLo, run w1-b0-s0: 5 of 50 B entries survive (10.0 %)." in lines
     assert (tmp_path / "full_lslo.png").is_file()
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_quick_steps_end_to_end(tmp_path):
+def test_quick_steps_end_to_end(tmp_path, monkeypatch):
     """The quick steps of one run, in order: every arm trained and scored on the same test items;
     the shared LoRA has LSLo's parameter count (d x sum of ranks x 2 per adapted module, counted
     from the saved files); models are removed; the verdicts and the report follow."""
     from xlt.demo.full import full_steps
     from xlt.demo.full_lslo import reproduction, runs
 
+    from xlt.lslo.trainer import TranslationCollator
+
     fs = _fs(quick=True)
     s = fs["lslo"]
     first = runs(fs)[0]["name"]
+    batches: dict = {}  # step name -> the training batches' (input ids, labels), in order
+    collate = TranslationCollator.__call__
+    current = []
+
+    def recording(self, features):
+        batches.setdefault(current[-1], []).append([(f["input_ids"], f["labels"]) for f in features])
+        return collate(self, features)
+
+    monkeypatch.setattr(TranslationCollator, "__call__", recording)
     results = {}
     for step in full_steps(tmp_path, fs, device="cpu", step_class=Step):
         if step.name.startswith("full-lslo") and step.name.endswith((first, "world-w1")) \
                 and "-full-" not in step.name:  # full fine-tuning left out: time
+            current.append(step.name)
             results[step.name] = step.run()
+    # every arm trains on the same rows in the same order (mixed directions)
+    arms = [batches[f"full-lslo-{arm}-{first}"] for arm in ("lslo", "lslo-pruned", "shared")]
+    assert arms[0] == arms[1] == arms[2] and len(arms[0]) >= 2 * s["epochs"]
+    assert len({tuple(row[0][:1]) for batch in arms[0] for row in batch}) == 8  # every source language tag
     base = results[f"full-lslo-base-{first}"]
     directions = sorted(base["copy"])
     assert len(directions) == 56 and all(len(v) == s["test_per_direction"] for v in base["copy"].values())
@@ -179,3 +198,30 @@ def test_quick_steps_end_to_end(tmp_path):
     assert not list((tmp_path / "lslo").glob("lslo-*")) and not list((tmp_path / "lslo").glob("full-*"))
     # one run of two: the verdicts wait for the other
     assert reproduction(fs, results) is None
+
+
+def test_full_settings_and_arm_configs_as_documented(tmp_path):
+    """docs/demo.md's figures: the world, the data shares, the base, and the arms' training options."""
+    from xlt.demo.full_lslo import ARMS, arm_config
+    from xlt.lslo.pruning import pruning_ratio
+
+    s = _fs(quick=False)["lslo"]
+    assert s["world"]["word_orders"] == ["SVO", "SVO", "SOV", "SVO", "VSO", "SOV", "SVO", "VSO"]
+    assert s["tiers"] == {"qaa": "high", "qab": "high", "qac": "high", "qad": "med", "qae": "med", "qaf": "med",
+                          "qag": "low", "qah": "low"}
+    assert s["tier_share"] == {"high": 1.0, "med": 0.3, "low": 0.1}
+    assert (s["pairs_high"], s["base_pairs_high"], s["test_per_direction"]) == (200, 1200, 8)
+    assert s["model"] == {"hidden": 64, "layers": 4} and s["base_steps"] == 400  # 2 + 2 layers
+    assert s["units_per_world"] == 2 and s["num_beams"] == 1 and s["precondition_margin"] == 10.0
+    # the pruning target is reached at epoch 3 of 4
+    ratios = [pruning_ratio(e, s["pruning_t1"], s["pruning_t2"], s["target_pruning_ratio"]) for e in (1, 2, 3, 4)]
+    assert ratios == [0.0, pytest.approx(0.7875), 0.9, 0.9] and s["epochs"] == 4
+    configs = {arm: arm_config(arm, tmp_path / arm, s, seed=1, device="cpu") for arm in ARMS}
+    for arm, c in configs.items():
+        assert (c.learning_rate, c.lr_scheduler_type, c.num_train_epochs) == (3e-3, "constant", 4.0)
+        assert (c.adam_beta1, c.adam_beta2, c.label_smoothing_factor, c.sampling_temperature) == (0.9, 0.98, 0.2, 5.0)
+        assert c.seed == 1 and c.per_device_train_batch_size == 32
+        assert c.pruning == ("language" if arm == "lslo-pruned" else "none")
+    assert configs["full"].full_finetune and configs["shared"].shared and configs["shared"].shared_rank is None
+    lslo = configs["lslo"].lslo_config(sorted(s["tiers"]))
+    assert [lslo.rank_of(l) for l in sorted(s["tiers"])] == [2, 2, 2, 2, 2, 2, 8, 8]

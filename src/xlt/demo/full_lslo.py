@@ -240,24 +240,12 @@ def _numel(shape) -> int:
     return n
 
 
-def arm_run(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, seed: int, device: str) -> dict:
-    """Fine-tune the base model with one arm on every direction at once (the same rows in the
-    same order for every arm: one seeded sampler), score it on the test items, delete it."""
-    import time
-
-    from xlt.demo.experiments import _train_lslo
-    from xlt.formats import write_jsonl
-    from xlt.lslo import LSLoDataArguments
+def arm_config(arm: str, out: Path, s: dict, *, seed: int, device: str):
+    """The :class:`~xlt.lslo.trainer.LSLoTrainingConfig` of one arm: the same seed, data order,
+    epochs and optimizer for every arm (the trainer's defaults: the paper's Adam betas, label
+    smoothing and sampling temperature); the arms differ only in what trains."""
     from xlt.lslo.trainer import LSLoTrainingConfig
 
-    if arm not in ARMS:
-        raise ValueError(f"unknown LSLo arm {arm!r} (arms: {', '.join(ARMS)})")
-    start, cpu = time.perf_counter(), time.process_time()
-    _, _, data = _data(world_dir, s)
-    work = out.parent / f".{out.name}.work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    write_jsonl(work / "finetune.jsonl", data["finetune"], overwrite=True)
     options = dict(tiers=[f"{l}={t}" for l, t in s["tiers"].items()],
                    tier_ranks=[f"{t}={r}" for t, r in s["tier_ranks"].items()],
                    num_train_epochs=float(s["epochs"]), learning_rate=s["lr"], lr_scheduler_type="constant",
@@ -271,7 +259,27 @@ def arm_run(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, se
     elif arm == "lslo-pruned":
         options.update(pruning=s["pruning"], pruning_t1=s["pruning_t1"], pruning_t2=s["pruning_t2"],
                        target_pruning_ratio=s["target_pruning_ratio"])
-    _train_lslo(LSLoTrainingConfig(output_dir=str(out), **options),
+    return LSLoTrainingConfig(output_dir=str(out), **options)
+
+
+def arm_run(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, seed: int, device: str) -> dict:
+    """Fine-tune the base model with one arm on every direction at once (the same rows in the
+    same order for every arm: one seeded sampler), score it on the test items, delete it."""
+    import time
+
+    from xlt.demo.experiments import _train_lslo
+    from xlt.formats import write_jsonl
+    from xlt.lslo import LSLoDataArguments
+
+    if arm not in ARMS:
+        raise ValueError(f"unknown LSLo arm {arm!r} (arms: {', '.join(ARMS)})")
+    start, cpu = time.perf_counter(), time.process_time()
+    _, _, data = _data(world_dir, s)
+    work = out.parent / f".{out.name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    write_jsonl(work / "finetune.jsonl", data["finetune"], overwrite=True)
+    _train_lslo(arm_config(arm, out, s, seed=seed, device=device),
                 LSLoDataArguments(model=str(base_dir), train_file=str(work / "finetune.jsonl"), overwrite=True))
     trainable = adapter_parameters(out)
     if arm == "full":
@@ -395,16 +403,20 @@ def summary(fs: dict, results: dict) -> dict:
     tiers = s["tiers"]
     systems: dict = {}
     params: dict = {}
+    pruned: dict = {}
     for u in runs(fs):
         base = results.get(f"full-lslo-base-{u['name']}")
         if base is None:
             continue
-        per = {"base": base["test"]["chrf"], "copy the source": {d: _mean(v) for d, v in base["copy"].items()}}
+        per = {"base": base["test"]["chrf"],
+               "copy the source (mean sentence chrF)": {d: _mean(v) for d, v in base["copy"].items()}}
         for arm in ARMS:
             step = results.get(f"full-lslo-{arm}-{u['name']}")
             if step is not None:
                 per[arm] = step["test"]["chrf"]
                 params.setdefault(arm, step["trainable_parameters"])
+                if step.get("pruning"):
+                    pruned.setdefault(u["name"], {k: step["pruning"][k] for k in ("b_surviving", "b_parameters")})
         for name, chrf in per.items():
             systems.setdefault(name, {})[u["name"]] = chrf
 
@@ -422,7 +434,7 @@ def summary(fs: dict, results: dict) -> dict:
             per_run = [_mean(v) for v in per_run if v]
             row["tiers"][tier] = stats(per_run) if per_run else {"mean": None, "std": None}
         table[name] = row
-    return {"systems": table, "trainable_parameters": params, "tiers": tiers}
+    return {"systems": table, "trainable_parameters": params, "pruned_b": pruned, "tiers": tiers}
 
 
 def report(out: Path, fs: dict, results: dict) -> tuple[list[str], dict]:
@@ -450,6 +462,13 @@ def report(out: Path, fs: dict, results: dict) -> tuple[list[str], dict]:
         p = data["trainable_parameters"].get(name)
         lines.append(f"| {name} | {'' if p is None else f'{p:,}'} | "
                      + " | ".join(fmt(row["tiers"][t]) for t in (*TIERS, "all")) + " |")
+    lines.append("")
+    lines.append("Trainable parameters: LSLo's A and B of every language (pruned LSLo counts its zeroed B entries "
+                 "too), the shared LoRA's A and B (rank = the sum of LSLo's ranks), every weight of the model for "
+                 "full fine-tuning.")
+    for name, b in data["pruned_b"].items():
+        lines.append(f"Pruned LSLo, run {name}: {b['b_surviving']:,} of {b['b_parameters']:,} B entries survive "
+                     f"({100 * b['b_surviving'] / b['b_parameters']:.1f} %).")
     lines.append("")
     from xlt.eval.mt import format_direction_table
 
