@@ -123,10 +123,12 @@ def split_pairs(train: list, test: list, s: dict, source: str) -> dict:
                 raise ConfigError(f"lslo: direction {a}-{b} has {len(rows)} training pairs, fewer than "
                                   f"pairs_high + base pairs = {s['pairs_high'] + m} (raise world.translation_train)")
             base += rows[s["pairs_high"]:s["pairs_high"] + m]
-    seen: dict = {}
-    test = [p for p in test if len(seen.setdefault((p.src_lang, p.tgt_lang), [])) < s["test_per_direction"]
-            and not seen[(p.src_lang, p.tgt_lang)].append(p)]
-    return {"finetune": finetune, "base": base, "test": test}
+    kept: dict = {}
+    for p in test:
+        rows = kept.setdefault((p.src_lang, p.tgt_lang), [])
+        if len(rows) < s["test_per_direction"]:
+            rows.append(p)
+    return {"finetune": finetune, "base": base, "test": [p for rows in kept.values() for p in rows]}
 
 
 def sentence_chrf(hypotheses: list[str], references: list[str]) -> list[float]:
