@@ -104,9 +104,11 @@ def _constructed(fs, *, gain=5.0, shared_low=40.0, copy=20.0, base=40.0):
     out = {}
     for k, u in enumerate(runs(fs)):
         def items(low: float, other: float = 30.0):
-            return {d: [low + k + i if s["tiers"][d[4:]] == "low" else other + i for i in range(2)] for d in directions}
-        out[f"full-lslo-base-{u['name']}"] = {"source": "qaa", "test": {"items": items(base, base), "chrf": {d: base for d in directions}},
-                                              "copy": {d: [copy, copy] for d in directions}}
+            return {d: [low + k + i if s["tiers"][d[4:]] == "low" else other + i for i in range(2)]
+                    for d in directions}
+        out[f"full-lslo-base-{u['name']}"] = {
+            "source": "qaa", "test": {"items": items(base, base), "chrf": {d: base for d in directions}},
+            "copy": {d: [copy, copy] for d in directions}}
         for arm, low in (("shared", shared_low), ("full", shared_low), ("lslo", shared_low + gain),
                          ("lslo-pruned", shared_low - gain)):
             chrf = {d: low if s["tiers"][d[4:]] == "low" else 30.0 for d in directions}

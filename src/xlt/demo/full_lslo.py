@@ -270,11 +270,12 @@ def arm_run(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, se
     import time
 
     from xlt.demo.experiments import _train_lslo
+    from xlt.errors import ConfigError
     from xlt.formats import write_jsonl
     from xlt.lslo import LSLoDataArguments
 
     if arm not in ARMS:
-        raise ValueError(f"unknown LSLo arm {arm!r} (arms: {', '.join(ARMS)})")
+        raise ConfigError(f"unknown LSLo arm {arm!r} (arms: {', '.join(ARMS)})")
     start, cpu = time.perf_counter(), time.process_time()
     _, _, data = _data(world_dir, s)
     work = out.parent / f".{out.name}.work"
@@ -289,16 +290,15 @@ def arm_run(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, se
 
         model = load_model(out, kind="auto", dtype="float32", device="cpu")
         trainable = sum(p.numel() for p in model.parameters())
-    zero_b = None
-    if arm == "lslo-pruned":
-        import json
+    pruning = None
+    if arm == "lslo-pruned":  # surviving B entries per language and layer, and the schedule as it ran
+        from xlt.io import read_json
 
-        report = json.loads((out / "pruning_report.json").read_text(encoding="utf-8"))
-        zero_b = report
+        pruning = read_json(out / "pruning_report.json")
     test = _score(out, data["test"], s, device)
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    return {"arm": arm, "trainable_parameters": trainable, "pruning": zero_b, "test": test,
+    return {"arm": arm, "trainable_parameters": trainable, "pruning": pruning, "test": test,
             "seconds": time.perf_counter() - start,
             "cpu_seconds": time.process_time() - cpu}
 
@@ -382,7 +382,7 @@ def reproduction(fs: dict, results: dict) -> dict | None:
                         directions=lambda d: source in d.split("-"))
 
     def compare(method: str, baseline: str, tier: str | None, claim: str, baseline_ok):
-        where = f"the {tier} tier (directions into a {tier}-resource language)" if tier else "every direction"
+        where = f"the directions into the {tier} tier's languages" if tier else "every direction"
         return reproduce(method=method, baseline=baseline, metric=f"sentence chrF on {where} ({claim})",
                          prediction="increase",
                          a=[tier_items(arms[(baseline, u["name"])]["test"]["items"], tiers, tier) for u in rs],
