@@ -185,6 +185,8 @@ def test_quick_steps_end_to_end(tmp_path, monkeypatch):
     arms = [batches[f"full-lslo-{arm}-{first}"] for arm in ("lslo", "lslo-pruned", "shared")]
     assert arms[0] == arms[1] == arms[2] and len(arms[0]) >= 2 * s["epochs"]
     assert len({tuple(row[0][:1]) for batch in arms[0] for row in batch}) == 8  # every source language tag
+    # a batch mixes directions: (source tag, target tag) pairs
+    assert all(len({(row[0][0], row[1][0]) for row in batch}) > 1 for batch in arms[0])
     base = results[f"full-lslo-base-{first}"]
     directions = sorted(base["copy"])
     assert len(directions) == 56 and all(len(v) == s["test_per_direction"] for v in base["copy"].values())
