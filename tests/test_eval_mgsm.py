@@ -394,4 +394,12 @@ def test_suite_runs_mgsm_cot_few_shot(tiny_llama_dir, tmp_path, capsys, monkeypa
     strict = [p["strict"] for p in part["predictions"]]
     assert part["metrics"]["exact_match"] == sum(s != INVALID and s == p["target"]
                                                  for s, p in zip(strict, part["predictions"])) / 3
-    assert "native chain-of-thought, 1-shot" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert "native chain-of-thought, 1-shot" in markdown
+    # the reasoning's language: an independent call of the identifier on the same completions
+    import py3langid
+
+    wrong = sum(not p["completion"].strip() or py3langid.classify(p["completion"])[0] != "de"
+                for p in part["predictions"]) / 3
+    assert part["metrics"]["wrong_language_rate"] == pytest.approx(wrong)
+    assert "chain-of-thought answers in the wrong language (%)" in markdown

@@ -189,10 +189,14 @@ def load_mgsm_cot_task() -> MgsmCotTask:
 
 def evaluate_mgsm_cot(model, tokenizer, items: Sequence, *, prompt: MgsmCotPrompt,
                       exemplars: Sequence[Sequence] | None = None, max_new_tokens: int = 256,
-                      batch_size: int = 16) -> tuple[dict[str, Any], dict[str, list], list[dict]]:
+                      batch_size: int = 16, language: str | None = None,
+                      wrong_language: str = "auto") -> tuple[dict[str, Any], dict[str, list], list[dict]]:
     """Greedy chain-of-thought answers to ``items``, each after its ``exemplars`` (train items;
     none for 0-shot); returns what :func:`evaluate_mgsm` returns, ``exact_match`` being the
-    strict-match filter."""
+    strict-match filter, and, given the problems' ``language``, ``wrong_language_rate``: the
+    share of completions (the reasoning, in the language) the language identifier does not
+    identify as it (``None`` where it does not know the language; see
+    :func:`xlt.eval.language_id.expected_labels`)."""
     import hashlib
 
     from xlt.eval.task import generate_completions
@@ -219,6 +223,11 @@ def evaluate_mgsm_cot(model, tokenizer, items: Sequence, *, prompt: MgsmCotPromp
     n = len(items)
     metrics = {"exact_match": sum(per_item["exact_match"]) / n,
                "exact_match_flexible": sum(per_item["exact_match_flexible"]) / n, "n": n}
+    if language is not None:
+        from xlt.eval.language_id import expected_labels, wrong_language_rate
+
+        known = expected_labels([language], wrong_language)[language] is not None
+        metrics["wrong_language_rate"] = wrong_language_rate(completions, language) if known else None
     return metrics, per_item, predictions
 
 

@@ -101,7 +101,8 @@ def evaluate_suite(model, tokenizer, units: Sequence[Any], *, shots: int = 0,
                 exemplars = sample_demonstrations_per_item(unit.dev or [], shots, unit.test, seed) if shots else None
                 metrics, per_item, predictions = evaluate_mgsm_cot(
                     model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),
-                    exemplars=exemplars, max_new_tokens=unit.max_new_tokens, batch_size=batch_size)
+                    exemplars=exemplars, max_new_tokens=unit.max_new_tokens, batch_size=batch_size,
+                    language=unit.language)
             else:
                 metrics, per_item, predictions = evaluate_mgsm(
                     model, tokenizer, unit.test, prompt=unit.task_spec.prompt_for(unit.language),

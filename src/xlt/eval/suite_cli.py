@@ -350,6 +350,11 @@ def _write_summary(out: Path, args, templates, data, dev_data, scoring, results,
                 for label, metric in (("flexible-extract", "exact_match_flexible"), ("strict-match", "exact_match"))}
         sections.append(f"# {name}: MGSM exact match (%), native chain-of-thought, {args.shots}-shot\n\n"
                         f"{suite_markdown(rows, 'exact_match')}\n")
+        rate = {lang: {"rate": m["wrong_language_rate"]} for lang, m in ordered["mgsm_cot"].items()
+                if m.get("wrong_language_rate") is not None}
+        if rate:
+            sections.append(f"# {name}: MGSM chain-of-thought answers in the wrong language (%)\n\n"
+                            f"{suite_markdown({'mgsm_cot': rate}, 'rate')}\n")
     if "flores" in templates:
         labels = {"chrf++": "chrF++", "bleu": "BLEU", "spbleu": "spBLEU"}
         rows = {f"flores ({label})": {d: {"score": m[metric]} for d, m in ordered["flores"].items() if metric in m}
