@@ -144,13 +144,37 @@ def test_report_table_and_plot(tmp_path):
     assert fc.report(tmp_path, fs, {})[1] == {"arms": {}}
 
 
-def test_one_arm_end_to_end_on_a_small_world(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
     from xlt.synth import WorldConfig, generate_world, write_world
 
-    world = tmp_path / "world"
+    world = tmp_path_factory.mktemp("cloned") / "world"
     write_world(generate_world(WorldConfig(seed=3, corpus_lines=1200, task_train=40, task_dev=10, task_test=20,
                                            translation_train=20, translation_dev=8, translation_test=12,
                                            parallel_train=24, vocab_size=300)), world)
+    return world
+
+
+def test_pretrain_lm_trains_with_the_language_schedule(small_world, tmp_path, monkeypatch):
+    from xlt.demo.transfer import pretrain_lm
+    from xlt.pretrain import train
+
+    seen = []
+
+    def build_trainer(config, *args, **kwargs):
+        seen.append((config.p_clone, config.schedule().stages()))
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(train, "build_trainer", build_trainer)
+    s = fc.settings(quick=True)
+    with pytest.raises(RuntimeError, match="recorded"):
+        pretrain_lm([small_world / "corpus" / "qaa.txt"], small_world / "tokenizer", tmp_path / "m", s, seed=0,
+                    device="cpu", n_clones=1, p_clone=0.1, language_schedule="0.1_0.9", progress=False)
+    assert seen == [(0.1, [(0, 4, 0.1), (4, 8, 0.9)])]
+
+
+def test_one_arm_end_to_end_on_a_small_world(small_world, tmp_path, monkeypatch):
+    world = small_world
     s = fc.settings(quick=True)
     work = tmp_path / "work"
     # record the model pre-training starts from and the models whose similarity is measured
