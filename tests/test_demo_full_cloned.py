@@ -206,3 +206,18 @@ def test_one_arm_end_to_end_on_a_small_world(small_world, tmp_path, monkeypatch)
     assert all(math.isfinite(v) and v > 1 for v in out["ppl"].values())
     with pytest.raises(ValueError, match="unknown arm"):
         fc.cloned_run(world, work, s, "80-20", seed=0, device="cpu")
+
+
+def test_a_small_cosine_effect_is_read_with_its_decimals(tmp_path):
+    """An effect of +0.02 cosine with an interval above 0 must not read "0.0 ... level with"."""
+    from xlt.demo.report import _verdict_table
+    from xlt.demo.settings import full_settings
+    from xlt.demo.verdicts import Reproduction, reproduction_sentence
+
+    fs = full_settings(quick=False)
+    r = fc.reproduction(fs, _results(fs, base=0.3, imbalanced=0.32))["cloned"]
+    assert r.verdict == "reproduced"
+    sentence = reproduction_sentence(r)
+    assert "+0.020 cosine, 90/10 above 50/50 (95 % CI +0.020 to +0.020" in sentence
+    assert "| +0.020 cosine | +0.020 to +0.020 |" in _verdict_table({"cloned": r})[2]
+    assert Reproduction.from_dict(r.to_dict()).digits == 3

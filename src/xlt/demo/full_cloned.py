@@ -278,7 +278,7 @@ def reproduction(fs: dict, results: dict) -> dict | None:
         method="90/10", baseline="50/50", metric="clone similarity (cosine, mean of layers 1..L-1, per sentence)",
         prediction="increase", a=[item_similarity(steps_[("50-50", n)]) for n in names],
         b=[item_similarity(steps_[("90-10", n)]) for n in names], preconditions=pre, settings_chosen=chosen,
-        scale=1.0, unit="cosine")}
+        scale=1.0, unit="cosine", digits=3)}
     if "schedule" in fs[KEY]["arms"]:
         def nll(step: dict) -> list[float]:
             return step["nll"]["L1"] + step["nll"]["L2"]
@@ -287,7 +287,7 @@ def reproduction(fs: dict, results: dict) -> dict | None:
             method=f"schedule {fs[KEY]['arms']['schedule']['language_schedule']}", baseline="50/50",
             metric="held-out NLL per token (nats, L1 and L2 sentences)", prediction="decrease",
             a=[nll(steps_[("50-50", n)]) for n in names], b=[nll(steps_[("schedule", n)]) for n in names],
-            preconditions=pre, settings_chosen=chosen, scale=1.0, unit="nats")
+            preconditions=pre, settings_chosen=chosen, scale=1.0, unit="nats", digits=3)
     return out
 
 
