@@ -161,16 +161,21 @@ def test_pretrain_lm_trains_with_the_language_schedule(small_world, tmp_path, mo
 
     seen = []
 
-    def build_trainer(config, *args, **kwargs):
-        seen.append((config.p_clone, config.schedule().stages()))
+    def build_trainer(config, *args, model=None, **kwargs):
+        seen.append((config.p_clone, config.schedule().stages(), model.state_dict()))
         raise RuntimeError("recorded")
 
     monkeypatch.setattr(train, "build_trainer", build_trainer)
     s = fc.settings(quick=True)
-    with pytest.raises(RuntimeError, match="recorded"):
-        pretrain_lm([small_world / "corpus" / "qaa.txt"], small_world / "tokenizer", tmp_path / "m", s, seed=0,
-                    device="cpu", n_clones=1, p_clone=0.1, language_schedule="0.1_0.9", progress=False)
-    assert seen == [(0.1, [(0, 4, 0.1), (4, 8, 0.9)])]
+    for arm in ("schedule", "50-50"):
+        a = s["arms"][arm]
+        with pytest.raises(RuntimeError, match="recorded"):
+            pretrain_lm([small_world / "corpus" / "qaa.txt"], small_world / "tokenizer", tmp_path / "m", s, seed=0,
+                        device="cpu", n_clones=1, p_clone=a["p_clone"], language_schedule=a["language_schedule"],
+                        progress=False)
+    assert [(p, stages) for p, stages, _ in seen] == [(0.1, [(0, 4, 0.1), (4, 8, 0.9)]), (0.5, [(0, 8, 0.5)])]
+    # every arm of a run starts from the same weights
+    assert all(torch.equal(seen[0][2][k], seen[1][2][k]) for k in seen[0][2])
 
 
 def test_one_arm_end_to_end_on_a_small_world(small_world, tmp_path, monkeypatch):
