@@ -27,7 +27,7 @@ def test_steps_one_per_run_and_arm_needing_only_their_world(tmp_path):
     assert set(names) == expected
     assert all(needs == (f"full-world-w{name.split('-w')[1].split('-')[0]}",) for name, needs in names.items())
     full = full_settings(quick=False)
-    assert [u["name"] for u in fc.runs(full)] == [f"w{w}-b{k}-s{k}" for w in (1, 2) for k in range(3)]
+    assert [u["name"] for u in fc.runs(full)] == [f"w{w}-b{k}-s{k}" for w in (1, 2) for k in range(2)]
     assert full["cloned"]["arms"]["schedule"] == {"p_clone": 0.1, "language_schedule": "0.1_0.9"}
 
 
@@ -115,7 +115,7 @@ def test_reproduction_from_constructed_runs():
     assert fc.reproduction(fs, {}) is None
     more = fc.reproduction(fs, _results(fs, base=0.3, imbalanced=0.5))
     r = more["cloned"]
-    assert (r.verdict, r.seeds, r.unit, r.scale) == ("reproduced", 6, "cosine", 1.0)
+    assert (r.verdict, r.seeds, r.unit, r.scale) == ("reproduced", 4, "cosine", 1.0)
     assert r.effect == pytest.approx(0.2) and r.ci_low > 0
     assert [p.met for p in r.preconditions] == [True, True]
     assert r.preconditions[1].value == pytest.approx(0.35)
@@ -124,8 +124,11 @@ def test_reproduction_from_constructed_runs():
     less = fc.reproduction(fs, _results(fs, base=0.5, imbalanced=0.3, schedule_nll=1.6))
     assert less["cloned"].verdict == "not reproduced" and less["cloned schedule"].verdict == "not reproduced"
     # no sharing in the 50/50 run: the comparison means nothing
-    flat = fc.reproduction(fs, _results(fs, base=0.0, imbalanced=0.3, untrained=-0.05))
+    flat = fc.reproduction(fs, _results(fs, base=0.0, imbalanced=0.3, untrained=0.0))
     assert flat["cloned"].verdict == "invalid" and not flat["cloned"].preconditions[1].met
+    # sharing "at all": a small gain whose interval is above 0 is enough
+    small = fc.reproduction(fs, _results(fs, base=0.0, imbalanced=0.3, untrained=-0.05))
+    assert small["cloned"].preconditions[1].met and small["cloned"].verdict == "reproduced"
     # a model worse than a unigram model on held-out L1 text
     worse = fc.reproduction(fs, _results(fs, base=0.3, imbalanced=0.5, nll=4.5))
     assert worse["cloned"].verdict == "invalid" and not worse["cloned"].preconditions[0].met
@@ -139,7 +142,7 @@ def test_report_table_and_plot(tmp_path):
     assert set(summary["arms"]) == {"50-50", "90-10", "schedule", "untrained"}
     assert summary["arms"]["90-10"]["middle_similarity"] == pytest.approx(0.5)
     assert summary["arms"]["untrained"]["similarity_by_layer"][0] == pytest.approx(9.0)
-    assert any(line.startswith("| 90-10 | 6 | 9.000 | 0.500") for line in lines)
+    assert any(line.startswith("| 90-10 | 4 | 9.000 | 0.500") for line in lines)
     assert (tmp_path / "full_cloned.png").is_file()
     assert fc.report(tmp_path, fs, {})[1] == {"arms": {}}
 

@@ -44,27 +44,30 @@ def settings(quick: bool) -> dict:
         "arms": {"50-50": {"p_clone": 0.5, "language_schedule": None},
                  "90-10": {"p_clone": 0.1, "language_schedule": None},
                  "schedule": {"p_clone": 0.1, "language_schedule": "0.1_0.9"}},
-        "model": {"layers": 4, "hidden": 32, "heads": 4, "mlp": 128},
-        "seq_len": 64, "steps": 200, "batch_size": 32, "lr": 3e-3, "warmup": 30,
-        "runs_per_world": 3, "heldout_lines": 500, "items": 200,
-        "sharing_margin": 0.1,
+        "model": {"layers": 4, "hidden": 64, "heads": 4, "mlp": 256},
+        "seq_len": 64, "steps": 400, "batch_size": 32, "lr": 3e-3, "warmup": 30,
+        "runs_per_world": 2, "heldout_lines": 500, "items": 200,
         "chosen": (
-            "budget searched on world 0 only (source corpus, its last 500 lines held out as dev; 50/50 model "
-            "against the untrained model of the same seed, 64 dev sentences, seed 0), upwards from the default "
-            "demo's 200 steps. Criterion for 'sharing appears clearly': at the middle layer the per-sentence gain "
-            "(trained minus untrained cosine) has a 95 % bootstrap interval whose low bound is at least 0.1 "
-            "cosine; fixed after the first measurement (4 x 64, 200 steps: gain +0.105, interval +0.077 to "
-            "+0.131, a trained cosine of 0.057), which met the looser 'interval excludes 0 and gain >= 0.1' only "
-            "at the edge. Budgets tried (layers x hidden, steps, window: gain at layer 2, interval, CPU seconds "
-            "of training): 4 x 64, 200, 64: +0.105 (+0.077 to +0.131), 26 s; 4 x 64, 400, 64: +0.153 (+0.126 "
-            "to +0.178), 52 s; 4 x 64, 800, 32: +0.135 (+0.108 to +0.159), 53 s; 4 x 32, 200, 64: +0.263 "
-            "(+0.243 to +0.285), 21 s; 4 x 32, 400, 64: +0.259 (+0.235 to +0.285), 36 s; 4 x 32, 1000, 32: "
-            "+0.205 (+0.182 to +0.228), 44 s. Chosen: the smallest that meets it, 4 x 32 (MLP 128), 200 steps "
-            "of 32 windows of 64 tokens, lr 3e-3 and 30 warm-up steps (the default demo's); the smaller model "
-            "shares more, as Dufter & Schuetze report. Three runs per world (seeds 0-2), as the cost allows. "
-            "Fixed before any arm but 50/50 was trained: the verdict layers (the mean over layers 1..L-1, the "
-            "paper's 1-10 of 12 without its last blocks), the schedule (the paper's 0.1_0.9), the "
-            "precondition margin (0.1 cosine)"),
+            "budget searched on world 0 only (source corpus, its last 500 lines held out as dev; the 50/50 model "
+            "against the untrained model of the same seed, 64 dev sentences), upwards from the default demo's 200 "
+            "steps. Criterion for 'sharing appears clearly', fixed after the first measurement (4 x 64, 200 steps, "
+            "seed 0: gain +0.105, interval +0.077 to +0.131, a trained cosine of 0.057): at the middle layer the "
+            "per-sentence gain (trained minus untrained cosine) has a 95 % bootstrap interval whose low bound is at "
+            "least 0.1 cosine. Budgets tried (layers x hidden, steps, window, seed: gain at layer 2 and its "
+            "interval; CPU seconds of training): 4 x 64, 200, 64, s0: +0.105 (+0.077 to +0.131), 26 s; 4 x 64, "
+            "400, 64, s0/s1/s2: +0.153 (+0.126 to +0.178) / +0.094 (+0.074 to +0.115) / +0.084 (+0.062 to "
+            "+0.105), 49-52 s; 4 x 64, 800, 32, s0: +0.135 (+0.108 to +0.159), 53 s; 4 x 32, 200, 64, s0/s1: "
+            "+0.263 (+0.243 to +0.285) / +0.046 (200 sentences), 21 s; 4 x 32, 400, 64, s0/s1/s2: +0.259 "
+            "(+0.235 to +0.285) / -0.030 (-0.046 to -0.012) / +0.077 (+0.055 to +0.101), 36 s; 4 x 32, 1000, 32, "
+            "s0: +0.205 (+0.182 to +0.228), 44 s. No budget within the cost limit met the criterion with every "
+            "seed: seed 0 alone chose 4 x 32 at 200 steps, which seeds 1 and 2 refuted. Chosen: 4 x 64 (MLP 256), "
+            "400 steps of 32 windows of 64 tokens, lr 3e-3 and 30 warm-up steps (the default demo's), the one "
+            "budget tried whose gain is above 0 with every seed (the smaller model shares more with some seeds, "
+            "less with others); two runs per world (seeds 0 and 1), as the cost limit allows. The precondition "
+            "is therefore the issue's 'sharing appears at all' (the gain's interval above 0 in every run), not "
+            "the 0.1 margin first set. Fixed before any arm but 50/50 was trained: the verdict layers (the mean "
+            "over layers 1..L-1, the paper's 1-10 of 12 without its last blocks), the schedule (the paper's "
+            "0.1_0.9)"),
     }
     if quick:
         s.update(model={"layers": 2, "hidden": 16, "heads": 2, "mlp": 32}, seq_len=32, steps=8, batch_size=8,
@@ -241,9 +244,10 @@ def _steps(fs: dict, results: dict) -> dict | None:
 
 def preconditions(fs: dict, steps_: dict) -> list:
     """Every trained model beats the unigram model on held-out L1 sentences (the worst decides);
-    sharing appears: in every run the 50/50 model's clone similarity exceeds the untrained
-    model's by more than ``sharing_margin`` (the worst run decides)."""
-    from xlt.demo.verdicts import precondition
+    sharing appears: in every run the per-sentence gain of the 50/50 model's clone similarity over
+    the untrained model's has a 95 % item-bootstrap interval above 0 (the worst run's low bound
+    decides)."""
+    from xlt.demo.verdicts import paired_interval, precondition
 
     (arm, name), worst = max(steps_.items(), key=lambda kv: _mean(kv[1]["nll"]["L1"]) - _mean(kv[1]["unigram_nll"]))
     unigram = precondition(
@@ -251,14 +255,13 @@ def preconditions(fs: dict, steps_: dict) -> list:
         higher_is_better=False, scale=1.0, unit="nats",
         text=(f"held-out L1 negative log-likelihood per token (mean over sentences) of the worst model "
               f"({arm}, run {name}) against a unigram model of its training lines"))
-    gains = {name: _mean(item_similarity(st)) - _mean(item_similarity(st, "untrained_similarity"))
-             for (arm, name), st in steps_.items() if arm == "50-50"}
-    name = min(gains, key=gains.get)
-    margin = fs[KEY]["sharing_margin"]
+    lows = {name: paired_interval([item_similarity(st, "untrained_similarity")], [item_similarity(st)]).low
+            for (arm, name), st in steps_.items() if arm == "50-50"}
+    name = min(lows, key=lows.get)
     sharing = precondition(
-        "sharing appears in the 50/50 run", gains[name], margin, scale=1.0, unit="cosine",
-        text=(f"the 50/50 model's clone similarity (mean of layers 1..L-1) minus the untrained model's, "
-              f"worst run ({name}), must exceed {margin}"))
+        "sharing appears in the 50/50 run", lows[name], 0.0, scale=1.0, unit="cosine",
+        text=(f"low bound of the 95 % interval of the 50/50 model's clone similarity (mean of layers 1..L-1) "
+              f"minus the untrained model's, per sentence, worst run ({name})"))
     return [unigram, sharing]
 
 
