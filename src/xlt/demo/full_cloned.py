@@ -72,7 +72,6 @@ def settings(quick: bool) -> dict:
     if quick:
         s.update(model={"layers": 2, "hidden": 16, "heads": 2, "mlp": 32}, seq_len=32, steps=8, batch_size=8,
                  warmup=2, heldout_lines=40, items=8)
-        s["arms"]["schedule"]["language_schedule"] = "0.1_0.9"
     return s
 
 
