@@ -46,6 +46,7 @@ ARMS = ("sft", "parallel-lm", "mid-align", "align-first", "align-last")
 #:   ``full_<key>``).
 EXPERIMENT_MODULES: tuple[tuple[str, str], ...] = (
     ("lslo", "xlt.demo.full_lslo"),
+    ("cloned", "xlt.demo.full_cloned"),
 )
 
 

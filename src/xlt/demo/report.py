@@ -200,13 +200,14 @@ def _verdict_table(reproductions: dict[str, Reproduction]) -> list[str]:
     rows = ["| experiment | claim (metric) | prediction | effect | 95 % CI | seeds | precondition | verdict |",
             "|---|---|---|---:|---|---:|---|---|"]
     for key, r in reproductions.items():
-        ci = interval_phrase(r.ci_low, r.ci_high, level=r.level, scale=r.scale).replace(f"{100 * r.level:g} % CI ", "")
+        ci = interval_phrase(r.ci_low, r.ci_high, level=r.level, scale=r.scale,
+                             digits=r.digits).replace(f"{100 * r.level:g} % CI ", "")
         pre = "; ".join(
             f"{p.name}: {fmt_value(p.value, p.scale, p.unit)} (needs {'>' if p.higher_is_better else '<'} "
             f"{fmt_value(p.threshold, p.scale, p.unit)}): {'met' if p.met else '**failed**'}"
             for p in r.preconditions) or "—"
         rows.append(f"| `{key}` | {r.method} vs {r.baseline}, {r.metric} | {r.prediction} | "
-                    f"{signed(r.effect, r.scale)} {r.unit} | {ci} | {r.seeds} | {pre} | **{r.verdict}** |")
+                    f"{signed(r.effect, r.scale, r.digits)} {r.unit} | {ci} | {r.seeds} | {pre} | **{r.verdict}** |")
     return rows
 
 

@@ -71,11 +71,13 @@ def tiny_llama(vocab_size: int, tokenizer, model_settings: dict, seq_len: int):
 
 def pretrain_lm(corpus_files: list[Path], tokenizer_dir: Path, out: Path, settings: dict, *,
                 seed: int, device: str, n_clones: int = 0, p_clone: float = 0.5,
-                language_names: list[str] | None = None, progress: bool = True) -> dict:
+                language_names: list[str] | None = None, language_schedule: str | None = None,
+                progress: bool = True) -> dict:
     """Pre-train a tiny causal LM from scratch with ``xlt.pretrain`` and save it to ``out``.
 
     ``n_clones`` = 0: one stream of every corpus file (the multilingual base model); 1: the
-    cloned-language setting (``p_clone`` of the sequences in the clone).
+    cloned-language setting (``p_clone`` of the sequences in the clone; ``language_schedule``,
+    e.g. ``"0.1_0.9"``, changes it over training and must start at ``p_clone``).
     """
     import transformers as tf
 
@@ -90,7 +92,7 @@ def pretrain_lm(corpus_files: list[Path], tokenizer_dir: Path, out: Path, settin
         config = PretrainConfig(
             output_dir=str(work / "run"), corpus=[str(p) for p in corpus_files], tokenizer=str(tokenizer_dir),
             preset="nano", arch="llama", seq_len=settings["seq_len"], n_clones=n_clones, p_clone=p_clone,
-            language_names=language_names, max_steps=settings["steps"], learning_rate=settings["lr"],
+            language_names=language_names, language_schedule=language_schedule, max_steps=settings["steps"], learning_rate=settings["lr"],
             min_lr=settings["lr"] / 10, warmup_steps=settings["warmup"],
             per_device_train_batch_size=settings["batch_size"], seed=seed, language_seed=seed,
             logging_steps=max(1, settings["steps"] // 10), save_strategy="no", report_to="none",

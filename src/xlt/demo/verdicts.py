@@ -307,7 +307,8 @@ def learned_source_task(score: float, labels: Sequence, *, margin: float = LEARN
 class Reproduction:
     """One experiment's outcome: ``method`` against ``baseline`` on ``metric``; effect = method −
     baseline with its interval (``level``, ``interval`` says which kind); ``seeds`` = number of
-    seeds; ``scale``/``unit`` format the effect (100 and "points" for shares)."""
+    seeds; ``scale``/``unit`` format the effect (100 and "points" for shares), with ``digits``
+    decimals (1 for points; a cosine needs 3)."""
 
     method: str
     baseline: str
@@ -325,6 +326,7 @@ class Reproduction:
     interval: str = "paired bootstrap over seeds and items"
     scale: float = 100.0
     unit: str = "points"
+    digits: int = 1
 
     def to_dict(self) -> dict:
         """JSON-ready: non-finite numbers become None (``from_dict`` reads None bounds as ∓inf)."""
@@ -346,7 +348,7 @@ class Reproduction:
 def reproduce(*, method: str, baseline: str, metric: str, prediction: str, a: Sequence[Sequence[float]],
               b: Sequence[Sequence[float]], preconditions: Sequence[Precondition] = (), settings_chosen: str = "",
               level: float = 0.95, n_boot: int = N_BOOT, seed: int = 0, scale: float = 100.0,
-              unit: str = "points") -> Reproduction:
+              unit: str = "points", digits: int = 1) -> Reproduction:
     """A :class:`Reproduction` from per-item scores: ``a`` the baseline's, ``b`` the method's,
     shape (seeds, items_s), paired by item (see :func:`paired_interval`). The precondition is met
     iff every one of ``preconditions`` is."""
@@ -355,7 +357,7 @@ def reproduce(*, method: str, baseline: str, metric: str, prediction: str, a: Se
     return Reproduction(method=method, baseline=baseline, metric=metric, prediction=prediction, effect=effect,
                         ci_low=low, ci_high=high, seeds=len(a), precondition_met=met,
                         preconditions=list(preconditions), verdict=verdict(prediction, low, high, met),
-                        settings_chosen=settings_chosen, level=level, scale=scale, unit=unit)
+                        settings_chosen=settings_chosen, level=level, scale=scale, unit=unit, digits=digits)
 
 
 def _jsonable(v):
@@ -421,9 +423,9 @@ def fmt_value(value: float, scale: float, unit: str) -> str:
 
 def reproduction_sentence(r: Reproduction) -> str:
     """One sentence for one reproduction, computed from its numbers and interval only."""
-    head = (f"{r.method} vs {r.baseline} on {r.metric}: {signed(r.effect, r.scale)} {r.unit}, "
-            f"{compare_phrase(r.effect, r.method, r.baseline, scale=r.scale)} "
-            f"({interval_phrase(r.ci_low, r.ci_high, level=r.level, scale=r.scale)}, "
+    head = (f"{r.method} vs {r.baseline} on {r.metric}: {signed(r.effect, r.scale, r.digits)} {r.unit}, "
+            f"{compare_phrase(r.effect, r.method, r.baseline, scale=r.scale, digits=r.digits)} "
+            f"({interval_phrase(r.ci_low, r.ci_high, level=r.level, scale=r.scale, digits=r.digits)}, "
             f"{r.seeds} seed{'s' if r.seeds != 1 else ''})")
     other = "decrease" if r.prediction == "increase" else "increase"
     side = "above" if r.prediction == "increase" else "below"
