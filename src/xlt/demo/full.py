@@ -44,7 +44,7 @@ ARMS = ("sft", "parallel-lm", "mid-align", "align-first", "align-last")
 #: * ``report(out: Path, fs: dict, results: dict) -> tuple[list[str], dict]``: markdown lines for
 #:   the report (may write plots into ``out``) and a JSON-ready summary (``results.json`` under
 #:   ``full_<key>``).
-EXPERIMENT_MODULES: tuple[tuple[str, str], ...] = ()
+EXPERIMENT_MODULES: tuple[tuple[str, str], ...] = (("afp", "xlt.demo.full_afp"),)
 
 
 def experiment_modules(fs: dict) -> list[tuple[str, object]]:
