@@ -61,13 +61,13 @@ def test_written_instructions_run_through_xlt_data_afp_unchanged(world, tmp_path
     assert counts == {f"{c}.json": 12 for c in world.codes}
     assert json.loads((tmp_path / "bx" / "qab.json").read_text(encoding="utf-8")) == \
         instruction_records(world, limit=6)["qab"]
-    (tmp_path / "names.json").write_text(json.dumps({l.code: l.name for l in world.languages}))
+    (tmp_path / "world.json").write_text(json.dumps(world.describe()))  # names for the prompts
     assert data_afp_command(["-m", "crosslingual", "-l", "qaa", "qab", "qac", "-b", str(tmp_path / "bx"),
-                             "-o", str(tmp_path / "out"), "--language-names", str(tmp_path / "names.json")],
+                             "-o", str(tmp_path / "out"), "--language-names", str(tmp_path / "world.json")],
                             "xlt data afp") == 0
     rows = [json.loads(l) for l in (tmp_path / "out" / "AFP.qaa_qab_qac.X0.5.C0.5.R1.0.json").open()]
     assert len(rows) == 13  # int(1.0 * 12) + 1, the reference's count
-    assert all(" Answer in " in r["clm_text"] for r in rows)
+    assert {r["clm_text"].split(" Answer in ")[1].split(":")[0] for r in rows} <= {l.name for l in world.languages}
     with pytest.raises(ConfigError, match="instruction kind"):
         instruction_records(world, kinds=("polarity",))
 
@@ -99,7 +99,7 @@ def test_arms_share_rows_and_differ_only_in_languages_and_alignment(tmp_path, wo
     from xlt.synth import write_world
 
     write_world(world, tmp_path / "w", tokenizer=False)
-    s = settings(quick=True)
+    s = {**settings(quick=True), "instruction_kinds": ["roles", "repeat"]}
     built = training_data(tmp_path / "w", s, seed=2)
     base, pairs = built["instruction-tuning"]
     afp, afp_pairs = built["afp"]
@@ -194,3 +194,31 @@ def test_afp_steps_one_per_arm_and_run_after_their_base(tmp_path):
     assert sorted(ours) == sorted(f"full-afp-{arm}-w1-b{k}-s{k}" for arm in fs["afp"]["arms"] for k in (0, 1))
     assert steps["full-afp-afp-w1-b1-s1"].needs == ("full-base-w1-b1",)
     assert all(need in steps for n in ours for need in steps[n].needs)
+
+
+@pytest.mark.slow
+def test_one_afp_step_trains_with_both_losses_and_scores_every_k_per_item(world, tmp_path):
+    import transformers as tf
+
+    from xlt.demo.full_afp import run_arm, settings
+    from xlt.demo.transfer import tiny_llama
+    from xlt.models import load_tokenizer
+    from xlt.synth import write_world
+
+    write_world(world, tmp_path / "w")
+    tokenizer = load_tokenizer(tmp_path / "w" / "tokenizer")
+    tf.set_seed(0)
+    config = tiny_llama(len(tokenizer), tokenizer, {"layers": 2, "hidden": 16, "heads": 2, "mlp": 32}, 64)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    s = {**settings(quick=True), "steps": 2, "test_limit": 5}
+    got = run_arm("afp", tmp_path / "base", tmp_path / "w", tmp_path / "work", s, seed=1, device="cpu")
+    assert got["train"]["steps"] == 2 and got["train"]["final_alignment_loss"] is not None
+    assert set(got["test"]) == {"0", "2"}
+    gold = [it.label for it in world.choice_items("polarity", "test", ["qac"])[:5]]
+    for k in ("0", "2"):
+        assert set(got["test"][k]) == set(world.codes)
+        row = got["test"][k]["qac"]
+        assert row["gold"] == gold and len(row["correct"]) == 5
+        assert row["accuracy"] == pytest.approx(sum(row["correct"]) / 5)
+    assert not (tmp_path / "work" / "afp-afp").exists()  # the model is removed after scoring

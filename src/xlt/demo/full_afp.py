@@ -47,11 +47,11 @@ def settings(quick: bool) -> dict:
         "arms": list(ARMS),
         "units_per_world": 2,
         # the instruction data (xlt.synth.instructions) and xlt data afp's crosslingual mode
-        "instructions_per_kind": 1000, "cross_probability": 0.5, "change_probability": 0.5, "repeat": 1.0,
+        "instruction_kinds": ["roles"], "instructions_per_kind": 1000, "cross_probability": 0.5, "change_probability": 0.5, "repeat": 1.0,
         # the source's polarity task as in-context prompts, shared by every arm
         "polarity_train": 2000, "max_demos": 4,
         # fine-tuning: full, the default demo's batch and learning rate; AFP's objective
-        "steps": 400, "batch_size": 32, "lr": 1e-3, "warmup": 20, "max_length": 128,
+        "steps": 500, "batch_size": 32, "lr": 1e-3, "warmup": 20, "max_length": 128,
         "alignment_layer": 1, "alignment_temperature": 0.05, "alignment_weight": 1.0, "task_weight": 1.5,
         # scoring
         "shots": [0, 4], "test_limit": 200,
@@ -111,7 +111,8 @@ def training_data(world_dir: Path, s: dict, *, seed: int) -> dict:
     source = info["source_language"]
     langs = tuple([source] + [c for c in world.codes if c != source])
     names = {lang["code"]: lang["name"] for lang in info["languages"]}
-    data = afp.align_by_id(instruction_records(world, limit=s["instructions_per_kind"]), langs)
+    data = afp.align_by_id(instruction_records(world, kinds=tuple(s["instruction_kinds"]),
+                                                limit=s["instructions_per_kind"]), langs)
     options = afp.AFPOptions(mode="crosslingual", languages=langs, cross_probability=s["cross_probability"],
                              change_probability=s["change_probability"], repeat=s["repeat"], seed=seed,
                              exact_count=True)

@@ -65,6 +65,7 @@ def write_instructions(world, out_dir: str | os.PathLike, *, kinds: tuple[str, .
     directory); return ``{file name: records}``. An existing ``out_dir`` without ``overwrite``
     is an :class:`~xlt.errors.OutputExistsError` raised before anything is written."""
     from xlt.io import atomic_dir
+    from xlt.synth.writer import _default_permissions
 
     records = instruction_records(world, kinds=kinds, limit=limit)
     counts = {}
@@ -74,4 +75,5 @@ def write_instructions(world, out_dir: str | os.PathLike, *, kinds: tuple[str, .
                 json.dump(rows, handle, ensure_ascii=False, indent=0)
                 handle.write("\n")
             counts[f"{code}.json"] = len(rows)
+        _default_permissions(Path(tmp))
     return counts
