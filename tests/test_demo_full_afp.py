@@ -221,4 +221,4 @@ def test_one_afp_step_trains_with_both_losses_and_scores_every_k_per_item(world,
         row = got["test"][k]["qac"]
         assert row["gold"] == gold and len(row["correct"]) == 5
         assert row["accuracy"] == pytest.approx(sum(row["correct"]) / 5)
-    assert not (tmp_path / "work" / "afp-afp").exists()  # the model is removed after scoring
+    assert not (tmp_path / "work").exists()  # the model is removed after scoring

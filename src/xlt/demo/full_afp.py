@@ -65,7 +65,8 @@ def settings(quick: bool) -> dict:
         "arms": list(ARMS),
         "units_per_world": 2,
         # the instruction data (xlt.synth.instructions) and xlt data afp's crosslingual mode
-        "instruction_kinds": ["roles"], "instructions_per_kind": 500, "cross_probability": 0.5, "change_probability": 0.5, "repeat": 1.0,
+        "instruction_kinds": ["roles"], "instructions_per_kind": 500,
+        "cross_probability": 0.5, "change_probability": 0.5, "repeat": 1.0,
         # the source's polarity task as in-context prompts, shared by every arm
         "polarity_train": 2000, "max_demos": 4,
         # fine-tuning: full, the default demo's batch and learning rate; AFP's objective
@@ -255,6 +256,8 @@ def run_arm(arm: str, base_dir: Path, world_dir: Path, work: Path, s: dict, *, s
     train = train_arm(arm, base_dir, world_dir, model, s, seed=seed, device=device)
     test = icl_items(model, world_dir, shots=s["shots"], seed=seed, device=device, limit=s["test_limit"])
     shutil.rmtree(model, ignore_errors=True)
+    if work.is_dir() and not any(work.iterdir()):
+        work.rmdir()
     return {"train": train, "test": test}
 
 
