@@ -176,6 +176,8 @@ def test_afp_verdicts_from_constructed_runs():
     partial = _results(fs)
     del partial["full-afp-afp-w1-b1-s1"]
     assert reproduction(fs, partial) is None
+    fs2 = {**fs, "afp": {**fs["afp"], "arms": ["instruction-tuning", "afp"]}}  # without the control arm
+    assert set(reproduction(fs2, _results(fs2))) == {"afp", "afp (0-shot)"}
     lines, summary = report(None, fs, _results(fs))
     assert summary["accuracy"]["afp"]["0"]["qab"]["mean"] == pytest.approx(0.3)
     assert any(line.startswith("afp | ") and "30.0 ± 0.0" in line for line in lines)
