@@ -23,6 +23,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("synth-share-above-one", "synth --out {out} --anchor-share 1.5", ["anchor", "1.5"]),
     ("synth-shares-length", "synth --out {out} --languages 3 --corpus-shares 0.9,0.1", ["corpus_shares", "per language"]),
     ("synth-bad-word-order", "synth --out {out} --word-orders SVO,XYZ", ["XYZ"]),
+    ("synth-zero-instructions", "synth --out {out} --instructions 0", ["--instructions", "0"]),
     ("synth-seed-not-int", "synth --out {out} --seed abc", ["--seed", "abc"]),
     ("synth-negative-vocab", "synth --out {out} --vocab-size -5", ["vocab", "-5"]),
     ("synth-nan-share", "synth --out {out} --negation-share nan", ["negation", "nan"]),

@@ -411,6 +411,28 @@ def test_cli_refuses_existing_output_without_overwrite(tmp_path, xlt_cli):
     assert [p.name for p in tmp_path.iterdir()] == ["world"]  # no temporary leftovers
 
 
+def test_cli_instructions_option_adds_bactrian_files_and_changes_nothing_else(tmp_path, world_dir, capsys):
+    import json
+
+    from xlt.synth.cli import synth_command
+    from xlt.synth.instructions import instruction_records
+
+    out = tmp_path / "w"
+    assert synth_command(["--out", str(out), "--seed", "7", *SMALL_ARGS, "--instructions", "3"], "xlt synth") == 0
+    expected = instruction_records(generate_world(WorldConfig(seed=7, **SMALL)), limit=3)
+    written = sorted(p.name for p in (out / "instructions").iterdir())
+    assert written == [f"{code}.json" for code in sorted(expected)]
+    for code, rows in expected.items():
+        assert json.loads((out / "instructions" / f"{code}.json").read_text(encoding="utf-8")) == rows
+        assert len(rows) == 6  # 3 role questions + 3 sentences
+    # every other file is the API's world, byte for byte
+    files = sorted(str(p.relative_to(world_dir)) for p in world_dir.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                           if p.is_file() and p.parent.name != "instructions")
+    for rel in files:
+        assert (out / rel).read_bytes() == (world_dir / rel).read_bytes(), rel
+
+
 @pytest.mark.parametrize("args, message", [
     (["--anchor-share", "1.5"], "anchor_share"),
     (["--word-orders", "SVO,XYZ"], "XYZ"),
@@ -419,6 +441,7 @@ def test_cli_refuses_existing_output_without_overwrite(tmp_path, xlt_cli):
     (["--languages", "1"], "languages"),
     (["--task-test", "0"], "task_test"),
     (["--seed", "abc"], "--seed"),
+    (["--instructions", "0"], "--instructions"),
 ])
 def test_cli_bad_knob_is_one_line_and_leaves_nothing(tmp_path, xlt_cli, args, message):
     out = tmp_path / "new" / "world"

@@ -45,6 +45,7 @@ ARMS = ("sft", "parallel-lm", "mid-align", "align-first", "align-last")
 #:   the report (may write plots into ``out``) and a JSON-ready summary (``results.json`` under
 #:   ``full_<key>``).
 EXPERIMENT_MODULES: tuple[tuple[str, str], ...] = (
+    ("afp", "xlt.demo.full_afp"),
     ("lslo", "xlt.demo.full_lslo"),
     ("cloned", "xlt.demo.full_cloned"),
 )

@@ -68,6 +68,9 @@ def build_parser(prog: str) -> ArgumentParser:
                             help=f"meanings in the {what} split (rendered in every language)")
     parser.add_argument("--vocab-size", type=int, default=d.vocab_size,
                         help="tokenizer vocabulary size")
+    parser.add_argument("--instructions", type=int, default=None, metavar="N",
+                        help="also write instruction data in every language (Bactrian-X layout, for "
+                             "xlt data afp): DIR/instructions/<code>.json, N meanings per kind")
     return parser
 
 
@@ -89,6 +92,8 @@ def synth_command(argv: list[str], prog: str) -> int:
 
     args = build_parser(prog).parse_args(argv)
     config = config_from_args(args)          # every knob is checked before anything is written
+    if args.instructions is not None and args.instructions < 1:
+        raise ConfigError(f"--instructions must be >= 1 (meanings per instruction kind), got {args.instructions}")
     check_output(args.out, args.overwrite)   # refuse an existing DIR before the work
 
     from xlt.synth.world import generate_world
@@ -97,6 +102,13 @@ def synth_command(argv: list[str], prog: str) -> int:
     start = time.perf_counter()
     world = generate_world(config)
     counts = write_world(world, args.out, overwrite=args.overwrite)
+    if args.instructions is not None:
+        from pathlib import Path
+
+        from xlt.synth.instructions import write_instructions
+
+        for name, n in write_instructions(world, Path(args.out) / "instructions", limit=args.instructions).items():
+            counts[f"instructions/{name}"] = n
     seconds = time.perf_counter() - start
     langs = ", ".join(f"{lang.code} ({lang.name}, {lang.word_order})" for lang in world.languages)
     from xlt.io import summary_line
