@@ -120,13 +120,14 @@ def _offline_datasets(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
-def _local_task(case: str, tmp_path: Path) -> tuple[str, Path]:
-    """A task file that includes the harness's own one and reads the case's rows from disk."""
+def _local_task(case: str, tmp_path: Path, local: Path | None = None) -> tuple[str, Path]:
+    """A task file (in ``local``, default ``tmp_path / "tasks"``) that includes the harness's own
+    one and reads the case's rows from disk."""
     task_file, splits, _, _, _ = CASES[case]
     tasks_dir = Path(lm_eval.__file__).parent / "tasks"
     files = {split: write_jsonl(tmp_path / "data" / f"{split}.jsonl", rows) for split, rows in splits.items()}
     name = f"xlt_local_{case}"
-    local = tmp_path / "tasks"
+    local = local or tmp_path / "tasks"
     local.mkdir(exist_ok=True)
     data_files = "".join(f"    {split}: {path}\n" for split, path in files.items())
     (local / f"{name}.yaml").write_text(
@@ -135,12 +136,21 @@ def _local_task(case: str, tmp_path: Path) -> tuple[str, Path]:
     return name, local
 
 
-def harness_requests(case: str, tmp_path: Path, shots: int, seed: int) -> list[list[tuple[str, str]]]:
-    """Per scored document, the (context, continuation) of each choice, as the harness builds them."""
+@pytest.fixture(scope="module")
+def harness_manager(tmp_path_factory):
+    """One harness ``TaskManager`` over every case's local task file (indexing the harness's
+    task folder takes seconds, so it is done once for the module)."""
     from lm_eval.tasks import TaskManager
 
-    name, local = _local_task(case, tmp_path)
-    manager = TaskManager(include_path=[str(local)])
+    root = tmp_path_factory.mktemp("harness-tasks")
+    for case in CASES:
+        _local_task(case, root / case, root / "tasks")
+    return TaskManager(include_path=[str(root / "tasks")])
+
+
+def harness_requests(case: str, manager, shots: int, seed: int) -> list[list[tuple[str, str]]]:
+    """Per scored document, the (context, continuation) of each choice, as the harness builds them."""
+    name = f"xlt_local_{case}"
     task = manager.load([name])["tasks"][name] if hasattr(manager, "load") else None
     if task is None:  # pragma: no cover - older harness
         from lm_eval.tasks import get_task_dict
@@ -171,8 +181,8 @@ def xlt_items(case: str, tmp_path: Path, shots: int, seed: int):
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("shots,seed", [(0, 1234), (2, 1234), (3, 7)])
-def test_requests_equal_the_harness_task_files(case, shots, seed, tmp_path):
-    theirs = harness_requests(case, tmp_path, shots, seed)
+def test_requests_equal_the_harness_task_files(case, shots, seed, tmp_path, harness_manager):
+    theirs = harness_requests(case, harness_manager, shots, seed)
     _, prepared = xlt_items(case, tmp_path, shots, seed)
     assert len(prepared) == len(theirs) > 0
     for item, requests in zip(prepared, theirs):
