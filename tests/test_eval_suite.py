@@ -176,3 +176,82 @@ def test_suite_global_mmlu_reports_the_cultural_sensitivity_subsets(tiny_llama_d
     assert "global_mmlu accuracy (%) per cultural_sensitivity_label, 2-shot" in markdown
     ca = [report["results"]["global_mmlu"][lang]["acc_CA"] for lang in ("en", "sw")]
     assert f"| global_mmlu (CA) | {100 * ca[0]:.1f} | {100 * ca[1]:.1f} | {50 * (ca[0] + ca[1]):.1f} |" in markdown
+
+
+WORLD_POLARITY = """\
+# the synthetic world's polarity task as a template: its choice files, every language in one file
+task: world_polarity
+reader: jsonl
+label_field: label
+labels: [0, 1]
+scoring: lm-eval
+prompts:
+  default:
+    template: "{context}{choice}"
+    choices: ["{choices[0]}", "{choices[1]}"]
+"""
+
+
+@pytest.mark.slow
+def test_suite_on_a_world_model(tmp_path, capsys, monkeypatch):
+    """A model pre-trained on a small synthetic world: its polarity task (a template over the
+    world's files), FLORES-style translation built from its parallel data, and bits per byte of
+    its corpus, in one suite run; each number equals what the underlying call (or sacrebleu) gives on
+    the same inputs."""
+    import datasets
+    import sacrebleu
+
+    from xlt.cli import main
+    from xlt.demo.transfer import pretrain_lm
+    from xlt.eval.icl import evaluate_icl
+    from xlt.eval.ppl import sliding_window_perplexity, token_stream
+    from xlt.eval.templates import load_template
+    from xlt.formats import read_records
+    from xlt.models import load_model, load_tokenizer
+    from xlt.synth import WorldConfig, generate_world, write_world
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    world = tmp_path / "world"
+    write_world(generate_world(WorldConfig(seed=5, corpus_lines=600, task_train=20, task_dev=8, task_test=12,
+                                           translation_train=8, translation_dev=4, translation_test=6,
+                                           parallel_train=12, vocab_size=300)), world)
+    langs = ["qaa", "qab"]
+    model_dir = tmp_path / "model"
+    pretrain_lm([world / "corpus" / f"{c}.txt" for c in langs], world / "tokenizer", model_dir,
+                {"model": {"layers": 2, "hidden": 32, "heads": 2, "mlp": 64}, "seq_len": 32, "steps": 20,
+                 "batch_size": 8, "lr": 3e-3, "warmup": 2}, seed=0, device="cpu", progress=False)
+    template_file = tmp_path / "world_polarity.yaml"
+    template_file.write_text(WORLD_POLARITY, encoding="utf-8")
+    pairs = read_records(world / "parallel" / "qaa-qab.dev.jsonl", "parallel")[:4]
+    for lang, side in (("qaa", "src"), ("qab", "tgt")):
+        write_jsonl(tmp_path / "flores" / f"{lang}.jsonl",
+                    [{"id": k, "text": getattr(p, side)} for k, p in enumerate(pairs, 1)])
+    out = tmp_path / "suite"
+    assert main(["eval", "suite", "--model", str(model_dir), "--tasks", str(template_file), "flores",
+                 "--languages", "qaa,qab", "--data", f"world_polarity={world}/tasks/polarity/test.choice.jsonl",
+                 f"flores={tmp_path}/flores/{{lang}}.jsonl", "--directions", "en-xx", "xx-en",
+                 "--max-new-tokens", "12", "--corpus", f"qaa={world}/corpus/qaa.txt",
+                 "--context", "32", "--last-n", "16", "--out", str(out), "--device", "cpu"]) == 0, \
+        capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())["results"]
+    model, tokenizer = load_model(model_dir, dtype="float32").eval(), load_tokenizer(model_dir)
+    items = {lang: [it for it in read_records(world / "tasks" / "polarity" / "test.choice.jsonl", "choice")
+                    if it.lang == lang] for lang in langs}
+    for lang in langs:
+        assert results["world_polarity"][lang]["n"] == len(items[lang]) == 12
+    template = load_template(str(template_file))
+    from xlt.eval.cli import read_eval_split
+
+    test = read_eval_split(f"{world}/tasks/polarity/test.choice.jsonl", template, langs)
+    table, _ = evaluate_icl(model, tokenizer, template=template, test=test, scoring="lm-eval")
+    for lang in langs:
+        assert results["world_polarity"][lang]["acc"] == pytest.approx(table[lang]["acc"])
+    for direction in ("qaa-qab", "qab-qaa"):
+        part = json.loads((out / "parts" / f"flores.{direction}.json").read_text())
+        hyps, refs = [p["hyp"] for p in part["predictions"]], [p["ref"] for p in part["predictions"]]
+        assert results["flores"][direction]["chrf++"] == pytest.approx(
+            sacrebleu.corpus_chrf(hyps, [refs], word_order=2).score)
+    texts = (world / "corpus" / "qaa.txt").read_text(encoding="utf-8").splitlines()
+    ids, token_bytes = token_stream(texts, tokenizer, with_bytes=True)
+    bpb = sliding_window_perplexity(model, ids, context=32, last_n=16, token_bytes=token_bytes)["bits_per_byte"]
+    assert results["ppl"]["qaa"]["bits_per_byte"] == pytest.approx(bpb, rel=1e-6)

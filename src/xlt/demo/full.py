@@ -119,14 +119,13 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
 
     ``s``: the experiment's settings (``steps``, ``batch_size``, ``lr``, ``warmup``, ``tasks``).
     """
-    import os
     import shutil
 
     import torch
 
     from xlt.align.config import MidAlignConfig
     from xlt.align.data import AlignCollator, PairText, TaskText, build_dataset
-    from xlt.demo.transfer import _pairs, _quiet_trainer, _task_texts, world_info
+    from xlt.demo.transfer import _pairs, _quiet_trainer, _task_texts, save_whole, world_info
     from xlt.models import load_model, load_tokenizer, num_layers
 
     if arm not in ARMS:
@@ -159,13 +158,7 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
     trainer.pair_objective = {"sft": "none", "parallel-lm": "lm"}.get(arm, "contrastive")
     _quiet_trainer(trainer)
     result = trainer.train()
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    save_whole(trainer.model, out, tokenizer)
     shutil.rmtree(cfg.output_dir, ignore_errors=True)
     logs = trainer.state.log_history
     task = [r["task_loss"] for r in logs if "task_loss" in r]

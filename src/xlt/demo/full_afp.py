@@ -161,14 +161,12 @@ def training_data(world_dir: Path, s: dict, *, seed: int) -> dict:
 
 def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, seed: int, device: str) -> dict:
     """Fine-tune the base model with one arm (full fine-tuning); save the model to ``out``."""
-    import os
-
     import torch
 
     from xlt.align.config import AFPConfig
     from xlt.align.data import AlignCollator, build_dataset
     from xlt.align.trainer import AlignTrainer
-    from xlt.demo.transfer import _quiet_trainer
+    from xlt.demo.transfer import _quiet_trainer, save_whole
     from xlt.models import load_model, load_tokenizer
 
     if arm not in ARMS:
@@ -193,13 +191,7 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
                            processing_class=tokenizer)
     _quiet_trainer(trainer)
     result = trainer.train()
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    save_whole(trainer.model, out, tokenizer)
     shutil.rmtree(cfg.output_dir, ignore_errors=True)
     logs = trainer.state.log_history
     task = [r["task_loss"] for r in logs if "task_loss" in r]

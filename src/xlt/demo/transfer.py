@@ -54,6 +54,19 @@ def world_info(world_dir: Path) -> dict:
 # 2. the base model
 
 
+def save_whole(model, out: Path, tokenizer=None) -> None:
+    """Write ``model`` (and ``tokenizer``) to ``out`` through a temporary sibling directory that
+    then replaces ``out`` whole, so a step stopped midway leaves no half-written model."""
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
 def tiny_llama(vocab_size: int, tokenizer, model_settings: dict, seq_len: int):
     """A from-scratch Llama config of the demo's size (layers x hidden)."""
     import transformers as tf
@@ -218,12 +231,7 @@ def _run_align(method: str, base_dir: Path, tasks: list, pairs: list, out: Path,
                            processing_class=tokenizer)
     _quiet_trainer(trainer)
     result = trainer.train()
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    save_whole(trainer.model, out)
     shutil.rmtree(cfg.output_dir, ignore_errors=True)
     logs = trainer.state.log_history
     last_align = [r["alignment_loss"] for r in logs if "alignment_loss" in r]
