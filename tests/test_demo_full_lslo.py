@@ -215,7 +215,7 @@ def test_full_settings_and_arm_configs_as_documented(tmp_path):
                           "qag": "low", "qah": "low"}
     assert s["tier_share"] == {"high": 1.0, "med": 0.3, "low": 0.1}
     assert (s["pairs_high"], s["base_pairs_high"], s["test_per_direction"]) == (200, 1200, 8)
-    assert s["model"] == {"hidden": 64, "layers": 4} and s["base_steps"] == 400  # 2 + 2 layers
+    assert s["model"] == {"hidden": 64, "layers": 4} and s["base_steps"] == 800  # 2 + 2 layers
     assert s["units_per_world"] == 2 and s["num_beams"] == 1 and s["precondition_margin"] == 10.0
     # the pruning target is reached at epoch 3 of 4
     ratios = [pruning_ratio(e, s["pruning_t1"], s["pruning_t2"], s["target_pruning_ratio"]) for e in (1, 2, 3, 4)]

@@ -50,7 +50,8 @@ def settings(quick: bool) -> dict:
         # fine-tuning pairs of a high-high direction; base pre-training pairs of a source-high one
         "pairs_high": 200, "base_pairs_high": 1200,
         "model": {"hidden": 64, "layers": 4},
-        "base_steps": 400, "base_lr": 3e-3,
+        # 800 base steps: 400 failed both preconditions in the reported worlds (a set-up bug; see "chosen")
+        "base_steps": 800, "base_lr": 3e-3,
         "epochs": 4, "lr": 3e-3, "full_lr": 3e-3, "batch_size": 32,
         # the paper's pruning: target 0.9, pool per language, t1 = 2; t2 shrunk to the run's epochs
         "pruning": "language", "pruning_t1": 1, "pruning_t2": 2, "target_pruning_ratio": 0.9,
@@ -64,11 +65,19 @@ def settings(quick: bool) -> dict:
                    "direction, fixed before any run; ranks 2/2/8, pruning target 0.9 with one pool per language, "
                    "sampling temperature 5, label smoothing 0.2 and lr 3e-3: the paper's; a constant lr (xlt demo's "
                    "LSLo setting), 4 epochs, pruning t1 = 1 and t2 = 2 (the target reached at epoch 3 of 4, as the "
-                   "paper's at epoch 12 of 15), a base of 2 + 2 layers of width 64 trained 400 steps, 2 runs per "
+                   "paper's at epoch 12 of 15), a base of 2 + 2 layers of width 64, 2 runs per "
                    "world, greedy decoding: sized to the budget on world 0 (one run: base 16 s, an adapter arm "
                    "25-30 s of CPU time); tried on world 0: the adapters at lr 1e-2 (shared LoRA 18.9, LSLo 19.9 "
                    "low-tier sentence chrF, against 33.8 and 23.7 at 3e-3), so 3e-3 was kept; the precondition "
-                   "margin (10 chrF over copying the source) fixed before any run; worlds 1 and 2 never used"),
+                   "margin (10 chrF over copying the source) fixed before any run. Base steps: first 400, chosen on "
+                   "world 0 (base +14.5, shared LoRA +14.6 chrF over copying there); a first full run found both "
+                   "preconditions failed in the reported worlds (worst run: base 24.6 against 26.5 needed, shared "
+                   "LoRA 26.9 against 27.3), a base too weak to adapt, not a result; re-chosen on world 0 only as "
+                   "the smallest of 400, 800 and 1,600 steps whose two world-0 runs clear both preconditions by "
+                   "5 chrF more than the margin (criterion fixed before these runs): 800 steps, base +25.1 and "
+                   "+25.9, shared LoRA on the low tier +27.8 and +28.8 chrF over copying (1,600 steps, seed 0: "
+                   "the base translates its source-centric directions almost perfectly, 99.3 chrF, leaving the "
+                   "adapters nothing to compare); the threshold itself unchanged"),
     }
     if quick:
         s["world"].update(corpus_lines=2400, translation_train=60, translation_test=2)
