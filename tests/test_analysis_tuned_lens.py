@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from test_analysis_lens import _batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,14 +59,6 @@ def _manual_tuned_lens(model, ids: list[int], tensors) -> torch.Tensor:
             rows.append(head(norm(h + a @ h + b)))
         rows.append(out.logits[0, -1])
         return torch.log_softmax(torch.stack(rows).float(), dim=-1)
-
-
-def _batch(tokenizer, prompts):
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    width = max(map(len, encoded))
-    ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in encoded])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in encoded])
-    return encoded, ids, mask
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -195,3 +195,20 @@ def summary_line(prog: str, what: str, *written: str | os.PathLike | None) -> st
     ``"xlt eval icl: ... -> runs/icl.json"`` (``"... (no file written)"`` when nothing was)."""
     paths = [os.fspath(p) for p in written if p]
     return f"{prog}: {what} -> {', '.join(paths)}" if paths else f"{prog}: {what} (no file written)"
+
+
+def load_plain_tensors(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU with its warnings silenced: only plain
+    tensors and containers are unpickled, never code. Anything else raises :class:`ValueError`
+    whose message is ``"<exception type>: <its first sentence>"``, for the caller's own error."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # an UnpicklingError for anything but plain tensors
+        reason = (str(exc).splitlines() or [""])[0].split(". ")[0]
+        raise ValueError(f"{type(exc).__name__}: {reason}") from None

@@ -135,7 +135,6 @@ def load_tuned_lens(path, model, *, allow_pickle: bool = False) -> TunedLens:
     """
     import json
     import os
-    import warnings
     from pathlib import Path
 
     import torch
@@ -186,13 +185,12 @@ def load_tuned_lens(path, model, *, allow_pickle: bool = False) -> TunedLens:
             raise DataError("a pickle file, which can run arbitrary code when loaded; convert it to "
                             "params.safetensors or pass --allow-pickle if you trust it (read as plain tensors "
                             "only)", path=weights)
+        from xlt.io import load_plain_tensors
+
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                tensors = torch.load(os.fspath(weights), map_location="cpu", weights_only=True)
-        except Exception as exc:  # an UnpicklingError for anything but plain tensors
-            reason = (str(exc).splitlines() or [""])[0].split(". ")[0]
-            raise DataError(f"cannot load as plain tensors ({type(exc).__name__}: {reason})", path=weights) from None
+            tensors = load_plain_tensors(weights)
+        except ValueError as exc:
+            raise DataError(f"cannot load as plain tensors ({exc})", path=weights) from None
         if not isinstance(tensors, dict):
             raise DataError(f"expected a dict of tensors, got {type(tensors).__name__}", path=weights)
 

@@ -119,13 +119,11 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
 
     ``s``: the experiment's settings (``steps``, ``batch_size``, ``lr``, ``warmup``, ``tasks``).
     """
-    import shutil
-
     import torch
 
     from xlt.align.config import MidAlignConfig
     from xlt.align.data import AlignCollator, PairText, TaskText, build_dataset
-    from xlt.demo.transfer import _pairs, _quiet_trainer, _task_texts, save_whole, world_info
+    from xlt.demo.transfer import _pairs, _quiet_trainer, _task_texts, train_and_save, world_info
     from xlt.models import load_model, load_tokenizer, num_layers
 
     if arm not in ARMS:
@@ -157,16 +155,10 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
                                   processing_class=tokenizer)
     trainer.pair_objective = {"sft": "none", "parallel-lm": "lm"}.get(arm, "contrastive")
     _quiet_trainer(trainer)
-    result = trainer.train()
-    save_whole(trainer.model, out, tokenizer)
-    shutil.rmtree(cfg.output_dir, ignore_errors=True)
-    logs = trainer.state.log_history
-    task = [r["task_loss"] for r in logs if "task_loss" in r]
-    pair = [r["alignment_loss"] for r in logs if "alignment_loss" in r]
+    result, task_loss, pair_loss = train_and_save(trainer, out, tokenizer)
     return {"arm": arm, "train_loss": result.training_loss, "steps": trainer.state.global_step,
             "layer": layer if trainer.pair_objective == "contrastive" else None, "task_examples": len(tasks),
-            "pairs": len(pairs), "final_task_loss": task[-1] if task else None,
-            "final_pair_loss": pair[-1] if pair else None}
+            "pairs": len(pairs), "final_task_loss": task_loss, "final_pair_loss": pair_loss}
 
 
 # --------------------------------------------------------------------------------------------

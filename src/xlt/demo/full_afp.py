@@ -166,7 +166,7 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
     from xlt.align.config import AFPConfig
     from xlt.align.data import AlignCollator, build_dataset
     from xlt.align.trainer import AlignTrainer
-    from xlt.demo.transfer import _quiet_trainer, save_whole
+    from xlt.demo.transfer import _quiet_trainer, train_and_save
     from xlt.models import load_model, load_tokenizer
 
     if arm not in ARMS:
@@ -190,14 +190,9 @@ def train_arm(arm: str, base_dir: Path, world_dir: Path, out: Path, s: dict, *, 
     trainer = AlignTrainer(model=model, args=cfg, train_dataset=dataset, data_collator=collator,
                            processing_class=tokenizer)
     _quiet_trainer(trainer)
-    result = trainer.train()
-    save_whole(trainer.model, out, tokenizer)
-    shutil.rmtree(cfg.output_dir, ignore_errors=True)
-    logs = trainer.state.log_history
-    task = [r["task_loss"] for r in logs if "task_loss" in r]
-    align = [r["alignment_loss"] for r in logs if "alignment_loss" in r]
+    result, task_loss, align_loss = train_and_save(trainer, out, tokenizer)
     return {"arm": arm, "train_loss": result.training_loss, "steps": trainer.state.global_step,
-            "final_task_loss": task[-1] if task else None, "final_alignment_loss": align[-1] if align else None,
+            "final_task_loss": task_loss, "final_alignment_loss": align_loss,
             **built["info"]}
 
 

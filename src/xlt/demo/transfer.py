@@ -67,6 +67,19 @@ def save_whole(model, out: Path, tokenizer=None) -> None:
     os.replace(tmp, out)
 
 
+def train_and_save(trainer, out: Path, tokenizer) -> tuple[Any, float | None, float | None]:
+    """Train an align-family ``trainer``, write its model (and ``tokenizer``) whole to ``out``,
+    remove its run directory; ``(train result, last task loss, last alignment loss)`` (None where
+    none was logged)."""
+    result = trainer.train()
+    save_whole(trainer.model, out, tokenizer)
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+    logs = trainer.state.log_history
+    task = [r["task_loss"] for r in logs if "task_loss" in r]
+    align = [r["alignment_loss"] for r in logs if "alignment_loss" in r]
+    return result, task[-1] if task else None, align[-1] if align else None
+
+
 def tiny_llama(vocab_size: int, tokenizer, model_settings: dict, seq_len: int):
     """A from-scratch Llama config of the demo's size (layers x hidden)."""
     import transformers as tf

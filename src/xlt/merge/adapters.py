@@ -110,18 +110,13 @@ def read_adapter(path: str | os.PathLike, *, allow_pickle: bool = False,
             raise ModelError(f"{path}: adapter weights are only in pickle format ({PICKLE_WEIGHTS_NAME}), "
                              "which can run arbitrary code when loaded; convert them to safetensors "
                              "or pass --allow-pickle if you trust the file")
-        import torch
-
-        import warnings
+        from xlt.io import load_plain_tensors
 
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                tensors = torch.load(os.fspath(pickle_weights), map_location="cpu", weights_only=True)
-        except Exception as exc:  # an UnpicklingError for anything but plain tensors
-            reason = (str(exc).splitlines() or [""])[0].split(". ")[0]
-            raise ModelError(f"{pickle_weights}: cannot load as plain tensors ({type(exc).__name__}: "
-                             f"{reason}); only tensors are unpickled, even with --allow-pickle") from None
+            tensors = load_plain_tensors(pickle_weights)
+        except ValueError as exc:
+            raise ModelError(f"{pickle_weights}: cannot load as plain tensors ({exc}); only tensors are "
+                             "unpickled, even with --allow-pickle") from None
         if not isinstance(tensors, dict):
             raise ModelError(f"{pickle_weights}: expected a dict of tensors, got {type(tensors).__name__}")
     else:
