@@ -90,7 +90,12 @@ def test_scores_equal_each_request_alone(arch, rule, shots, bpe_tokenizer):
     fastpath.reset()
     _check(score_encoded(counted, requests, batch_size=4, pad_token_id=bpe_tokenizer.pad_token_id), expected)
     counts = fastpath.counts()
-    assert not counts["refused"], counts
+    if arch == "bloom":  # ALiBi from a 2-D mask, no position ids: the two-pass path, said once
+        assert counts["refused"] == {fastpath.ONE_PASS_CHOICES: 1}, counts
+        assert fastpath.ONE_PASS_CHOICES not in counts["taken"]
+    else:
+        assert not counts["refused"], counts
+        assert counts["taken"].get(fastpath.ONE_PASS_CHOICES, 0) > 0, counts
     if shots:
         assert counts["taken"].get(SHARED_DEMONSTRATIONS) == 2, counts  # one run per language
         demo_tokens = len(bpe_tokenizer(pairs[0][0][:pairs[0][0].rindex("\n\n")])["input_ids"])
@@ -239,3 +244,60 @@ def test_choices_that_repeat_the_premise_share_it(shots, bpe_tokenizer):
     premise_tokens = sum(r.shared - r.start for r in requests)
     whole = sum(len(r.input_ids) for r in requests)
     assert seen["tokens"] < whole - premise_tokens / 2  # each premise once, not three times
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_the_two_pass_path_when_one_pass_is_refused(arch, bpe_tokenizer, monkeypatch, caplog):
+    """With the one-pass path refused, each context goes first and its choices after it against
+    its cache (two passes): the same scores, and the refusal said once with what runs instead."""
+    from xlt.eval import scoring
+    from xlt.testing import tiny_model
+
+    monkeypatch.setattr(scoring, "_one_pass_refusal", lambda model, accepted: "a test's reason")
+    model = tiny_model(arch, bpe_tokenizer, seed=4).eval()
+    for shots in (0, 5):
+        requests = encode_requests(bpe_tokenizer, _mixed_requests(shots), "lm-eval")
+        expected = [_reference(model, r) for r in requests]
+        fastpath.reset()
+        with caplog.at_level(logging.WARNING, logger="xlt.fastpath"):
+            caplog.clear()
+            _check(score_encoded(model, requests, batch_size=4, pad_token_id=bpe_tokenizer.pad_token_id), expected)
+        counts = fastpath.counts()
+        assert counts["refused"] == {fastpath.ONE_PASS_CHOICES: 1}, counts
+        assert counts["taken"].get(fastpath.SHARED_PREFIX, 0) > 0 and fastpath.ONE_PASS_CHOICES not in counts["taken"]
+        said = [r.getMessage() for r in caplog.records if "one-pass choices is off" in r.getMessage()]
+        assert said == ["xlt: one-pass choices is off: a test's reason; each context is computed first and "
+                        "its choices after it, in two passes (same results, slower)"]
+
+
+def test_one_pass_feeds_every_context_token_once(bpe_tokenizer):
+    """Items whose three choices share a long context (and begin with different words, so no two
+    share more than the context): the one-pass rows hold each context once and each choice's
+    own tokens once, so the real (non-padding) tokens fed equal the context plus the choices'
+    tokens, counted here from the ids."""
+    from xlt.formats import MultipleChoiceItem
+    from xlt.testing import tiny_model
+
+    rng = random.Random(5)
+    items = [MultipleChoiceItem(lang="en", label=0,
+                                context=" ".join(rng.choice(WORDS) for _ in range(20)),
+                                choices=tuple(" ".join([first] + [rng.choice(WORDS) for _ in range(k + 2)])
+                                              for k, first in enumerate(("red", "blue", "stone"))))
+             for _ in range(4)]
+    pairs = [r for p in prepare_choice_items(items, []) for r in p.requests]
+    requests = encode_requests(bpe_tokenizer, pairs, "lm-eval")
+    model = tiny_model("llama", bpe_tokenizer, seed=5).eval()
+    reference = [_reference(model, r) for r in requests]
+    fed = []
+    model.register_forward_pre_hook(lambda m, a, k: fed.append(k["input_ids"].clone()), with_kwargs=True)
+    fastpath.reset()
+    _check(score_encoded(model, requests, batch_size=3, pad_token_id=bpe_tokenizer.pad_token_id), reference)
+    assert fastpath.counts()["taken"].get(fastpath.ONE_PASS_CHOICES) == 4  # one row per item, 3 requests a batch
+    real = sum(int((ids != bpe_tokenizer.pad_token_id).sum()) for ids in fed)
+    expected = 0
+    for k in range(0, len(requests), 3):
+        group = requests[k:k + 3]
+        shared = min(r.shared for r in group)
+        expected += shared + sum(len(r.input_ids) - shared for r in group)
+    assert real == expected
+    assert real < sum(len(r.input_ids) for r in requests) - 2 * 4 * 20  # the context, not thrice

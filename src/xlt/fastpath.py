@@ -24,6 +24,7 @@ SHARED_PREFIX = "shared-prefix scoring"
 EARLY_EXIT = "early exit"
 LSLO_BATCHED = "batched LSLo routing"
 FACTOR_MERGE = "factor-space merge"
+ONE_PASS_CHOICES = "one-pass choices"
 
 _taken: Counter = Counter()
 _refused: Counter = Counter()
@@ -35,13 +36,14 @@ def taken(name: str, n: int = 1) -> None:
     _taken[name] += n
 
 
-def refuse(name: str, reason: str) -> None:
-    """Record that fast path ``name`` was refused, and warn once per (name, reason)."""
+def refuse(name: str, reason: str, instead: str = "the plain path is used") -> None:
+    """Record that fast path ``name`` was refused, and warn once per (name, reason); ``instead``
+    says what runs in its place."""
     _refused[name] += 1
     key = (name, reason)
     if key not in _warned:
         _warned.add(key)
-        logger.warning("xlt: %s is off: %s; the plain path is used (same results, slower)", name, reason)
+        logger.warning("xlt: %s is off: %s; %s (same results, slower)", name, reason, instead)
 
 
 def counts() -> dict[str, dict[str, int]]:

@@ -238,8 +238,18 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
             if max_length is not None and any(n > max_length for n in lengths):
                 fastpath.refuse(fastpath.SHARED_PREFIX, f"requests longer than the model's "
                                 f"{max_length}-token context are truncated and scored whole")
+    one_pass = False
+    if groups or shared_runs:
+        refusal = _one_pass_refusal(model, accepted)
+        if refusal:
+            fastpath.refuse(fastpath.ONE_PASS_CHOICES, refusal,
+                            "each context is computed first and its choices after it, in two passes")
+        one_pass = refusal is None
     chunks = [("plain", batch) for batch in _plain_batches(requests, singles, batch_size)]
-    chunks += [("shared", chunk) for chunk in _group_chunks(groups, batch_size)]
+    if one_pass:
+        chunks += [("one-pass", batch) for batch in _one_pass_batches(requests, groups, batch_size)]
+    else:
+        chunks += [("shared", chunk) for chunk in _group_chunks(groups, batch_size)]
     chunks += [("run", run) for run in shared_runs]
     iterator = chunks
     if progress:
@@ -250,16 +260,23 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
         for kind, chunk in iterator:
             if kind == "plain":
                 _score_plain(model, requests, chunk, results, pad_token_id, max_length)
+            elif kind == "one-pass":
+                _score_one_pass(model, requests, chunk, results, pad_token_id)
             elif kind == "shared":
                 _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted)
-            elif not _score_run(model, requests, chunk, results, pad_token_id, batch_size, accepted):
+            elif not _score_run(model, requests, chunk, results, pad_token_id, batch_size, accepted,
+                                one_pass):
                 # the shared run's cache could not be reused: its members as if it did not exist
                 run_groups, run_singles = _prefix_groups(requests, batch_size, max_length, window,
                                                          indices=chunk[1])
                 for batch in _plain_batches(requests, run_singles, batch_size):
                     _score_plain(model, requests, batch, results, pad_token_id, max_length)
-                for part in _group_chunks(run_groups, batch_size):
-                    _score_shared(model, requests, part, results, pad_token_id, batch_size, accepted)
+                if one_pass:
+                    for batch in _one_pass_batches(requests, run_groups, batch_size):
+                        _score_one_pass(model, requests, batch, results, pad_token_id)
+                else:
+                    for part in _group_chunks(run_groups, batch_size):
+                        _score_shared(model, requests, part, results, pad_token_id, batch_size, accepted)
     return results  # type: ignore[return-value]
 
 
@@ -592,6 +609,130 @@ def _score_shared(model, requests, chunk, results, pad_token_id, batch_size, acc
             results[i] = (float(totals[r]), bool(greedy[r]))
 
 
+def _one_pass_refusal(model, accepted: set[str]) -> str | None:
+    """Why ``model`` cannot score a context and all its choices in one row (the context once,
+    then each choice's tokens seeing the context and themselves, through a custom 4-D attention
+    mask and per-token positions); None when it can. transformers' masking utilities pass a
+    4-D mask through as given; a model that builds its mask otherwise, or its position biases
+    from a 2-D padding mask (ALiBi), keeps the two-pass path."""
+    import sys
+
+    from xlt.models import unwrap_model
+
+    inner = unwrap_model(model)
+    name = type(inner).__name__
+    if "position_ids" not in accepted:
+        return f"{name}.forward takes no position_ids"
+    implementation = getattr(getattr(inner, "config", None), "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
+        return f"the {implementation!r} attention implementation takes no custom 4-D mask (sdpa and eager do)"
+    module = vars(sys.modules[type(inner).__module__]) if type(inner).__module__ in sys.modules else {}
+    if not any(n in module for n in ("create_causal_mask", "create_sliding_window_causal_mask")):
+        return f"{name} does not build its attention mask with transformers' masking utilities"
+    if any("alibi" in n.lower() for n in module):
+        return f"{name} derives ALiBi position biases from a 2-D padding mask"
+    return None
+
+
+def _one_pass_batches(requests, groups, batch_size):
+    """Prefix groups packed into one-pass batches: one row per group (its prefix, then every
+    member's remaining tokens), rows sorted by length so little is padded, at most
+    ``batch_size`` requests to a batch (one group may be a batch alone)."""
+    def row_length(group):
+        length, members = group
+        return length + sum(len(requests[i].input_ids) - length for i in members)
+
+    batches, current, count = [], [], 0
+    for group in sorted(groups, key=row_length, reverse=True):
+        if current and count + len(group[1]) > batch_size:
+            batches.append(current)
+            current, count = [], 0
+        current.append(group)
+        count += len(group[1])
+    if current:
+        batches.append(current)
+    return batches
+
+
+_SCORED_ROWS_PER_CHUNK = 512
+
+
+def _score_one_pass(model, requests, batch, results, pad_token_id, base=None, accepted=()) -> None:
+    """A batch of prefix groups, one row each: the group's prefix (positions 0..L-1), then each
+    member's tokens after it (positions L, L+1, ...), right-padded. A 4-D additive mask lets each
+    member's tokens see the prefix and their own earlier tokens only, so every token is
+    computed once and each request's scores are its one-at-a-time scores (to float rounding).
+    Token t of a member is predicted at the prefix position t - 1 (t < L), at the prefix's last
+    position (t = L, every member), or at its own position in the row. With ``base`` (a
+    :class:`_Base`), rows continue the base's cache (expanded over the batch) and every position
+    is offset by it."""
+    import torch
+
+    device = next(model.parameters()).device
+    dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
+    rows, segments, positions = [], [], []
+    scored_rows, scored_cols, targets, owners = [], [], [], []
+    members_in_order = []
+    for r, (length, members) in enumerate(batch):
+        prefix = list(requests[members[0]].input_ids[:length])
+        ids, segment, position = prefix[:], [0] * length, list(range(length))
+        for j, i in enumerate(members, 1):
+            request = requests[i]
+            tail = list(request.input_ids[length:])
+            at = len(ids)  # the row index of this member's token [length]
+            for t in range(max(1, request.start), len(request.input_ids)):
+                scored_rows.append(r)
+                scored_cols.append(t - 1 if t <= length else at + t - length - 1)
+                targets.append(request.input_ids[t])
+                owners.append(len(members_in_order))
+            members_in_order.append(i)
+            ids += tail
+            segment += [j] * len(tail)
+            position += range(length, length + len(tail))
+        rows.append(ids)
+        segments.append(segment)
+        positions.append(position)
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    segment_ids = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, ids in enumerate(rows):
+        input_ids[r, :len(ids)] = torch.tensor(ids)
+        segment_ids[r, :len(ids)] = torch.tensor(segments[r])
+        position_ids[r, :len(ids)] = torch.tensor(positions[r])
+    column = torch.arange(width)
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+    allowed = (column[:, None] >= column[None, :])[None] & ((key == 0) | (key == query)) & (key >= 0)
+    allowed |= torch.eye(width, dtype=torch.bool)[None]  # padding sees itself (no empty softmax row)
+    offset = 0 if base is None else base.length
+    if offset:  # every token sees the whole base
+        allowed = torch.cat([torch.ones((len(rows), width, offset), dtype=torch.bool), allowed], -1)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+    kwargs = {"use_cache": False} if base is None else base.kwargs(len(rows), width, accepted)
+    kwargs["attention_mask"] = mask.to(device)
+    kwargs["position_ids"] = (position_ids + offset).to(device)
+    logits = model(input_ids=input_ids.to(device), **kwargs).logits
+    del kwargs
+    fastpath.taken(fastpath.SHARED_PREFIX)
+    fastpath.taken(fastpath.ONE_PASS_CHOICES)
+    totals = torch.zeros(len(members_in_order), dtype=torch.float64)
+    misses = torch.zeros(len(members_in_order), dtype=torch.long)
+    if targets:
+        row_index, col_index = torch.tensor(scored_rows, device=device), torch.tensor(scored_cols, device=device)
+        target, owner = torch.tensor(targets, device=device), torch.tensor(owners)
+        for lo in range(0, len(targets), _SCORED_ROWS_PER_CHUNK):
+            hi = lo + _SCORED_ROWS_PER_CHUNK
+            part = logits[row_index[lo:hi], col_index[lo:hi]].float()  # (n, vocab)
+            tgt = target[lo:hi]
+            logp = part.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(part, -1)
+            totals.index_add_(0, owner[lo:hi], logp.double().cpu())
+            misses.index_add_(0, owner[lo:hi], (part.argmax(-1) != tgt).long().cpu())
+            del part
+    del logits
+    for k, i in enumerate(members_in_order):
+        results[i] = (float(totals[k]), bool(misses[k] == 0))
+
+
 @dataclass
 class _Base:
     """The key/value cache of a run's common first ``length`` tokens (batch 1)."""
@@ -612,7 +753,7 @@ class _Base:
         return kwargs
 
 
-def _score_run(model, requests, run, results, pad_token_id, batch_size, accepted) -> bool:
+def _score_run(model, requests, run, results, pad_token_id, batch_size, accepted, one_pass=False) -> bool:
     """One run of requests that share their first ``base_length`` tokens (see
     :func:`_demonstration_groups`): those tokens are computed once (batch 1) and every member's
     remaining tokens are scored against their cache, as :func:`_score_shared` and
@@ -654,8 +795,12 @@ def _score_run(model, requests, run, results, pad_token_id, batch_size, accepted
     groups, singles = _prefix_groups(suffixes, batch_size, None)
     for batch in _plain_batches(suffixes, singles, batch_size):
         _score_plain(model, suffixes, batch, scores, pad_token_id, None, base, accepted)
-    for chunk in _group_chunks(groups, batch_size):
-        _score_shared(model, suffixes, chunk, scores, pad_token_id, batch_size, accepted, base)
+    if one_pass:
+        for batch in _one_pass_batches(suffixes, groups, batch_size):
+            _score_one_pass(model, suffixes, batch, scores, pad_token_id, base, accepted)
+    else:
+        for chunk in _group_chunks(groups, batch_size):
+            _score_shared(model, suffixes, chunk, scores, pad_token_id, batch_size, accepted, base)
     for k, i in enumerate(members):
         total, all_greedy = scores[k]
         if starts[k] <= length:
