@@ -27,10 +27,20 @@ from xlt.errors import DataError
 # writing a repository
 
 
-def _readme(repo: Path, configs: dict[str, list[tuple[str, str]]]) -> None:
-    """README.md whose YAML header has ``configs:`` ``{config: [(split, path glob), ...]}``."""
+def _readme(repo: Path, configs: dict[str, list[tuple[str, str]]], features: pa.Schema | None = None) -> None:
+    """README.md whose YAML header has ``configs:`` ``{config: [(split, path glob), ...]}`` and,
+    given ``features``, a ``dataset_info`` entry per config declaring them (as the hub writes for
+    a dataset uploaded in parquet)."""
     repo.mkdir(parents=True, exist_ok=True)
-    lines = ["---", "configs:"]
+    lines = ["---"]
+    if features is not None:
+        dtypes = {pa.string(): "string", pa.int32(): "int32", pa.int64(): "int64", pa.bool_(): "bool"}
+        lines.append("dataset_info:")
+        for name in configs:
+            lines += [f"- config_name: {name}", "  features:"]
+            for column in features:
+                lines += [f"  - name: {column.name}", f"    dtype: {dtypes[column.type]}"]
+    lines.append("configs:")
     for name, files in configs.items():
         lines += [f"- config_name: {name}", "  data_files:"]
         for split, path in files:
@@ -172,10 +182,10 @@ def _mmlu_rows(lang: str, split: str) -> list[dict]:
 def global_mmlu_repo(hub):
     """``CohereLabs/Global-MMLU`` as its README has it: one config per language code, splits
     ``test`` and ``dev`` at ``{lang}/test-*`` and ``{lang}/dev-*`` (files
-    ``{lang}/test-00000-of-00001.parquet``), the 17 columns of its ``dataset_info`` (strings,
-    ``is_annotated`` a bool)."""
+    ``{lang}/test-00000-of-00001.parquet``), the 17 columns its ``dataset_info`` declares
+    (strings, ``is_annotated`` a bool)."""
     repo = hub / "CohereLabs" / "Global-MMLU"
-    _readme(repo, {lang: [("test", f"{lang}/test-*"), ("dev", f"{lang}/dev-*")] for lang in MMLU_LANGS})
+    _readme(repo, {lang: [("test", f"{lang}/test-*"), ("dev", f"{lang}/dev-*")] for lang in MMLU_LANGS}, MMLU_SCHEMA)
     for lang in MMLU_LANGS:
         for split in ("test", "dev"):
             _parquet(repo / lang / f"{split}-00000-of-00001.parquet", _mmlu_rows(lang, split), MMLU_SCHEMA)
@@ -223,7 +233,8 @@ def mgsm_repo(hub):
     were not found; this is the layout the hub's conversion writes
     (``{lang}/{split}-00000-of-00001.parquet`` with README configs)."""
     repo = hub / "juletxara" / "mgsm"
-    _readme(repo, {lang: [("train", f"{lang}/train-*"), ("test", f"{lang}/test-*")] for lang in MGSM_LANGS})
+    _readme(repo, {lang: [("train", f"{lang}/train-*"), ("test", f"{lang}/test-*")] for lang in MGSM_LANGS},
+            MGSM_SCHEMA)
     for lang in MGSM_LANGS:
         for split in ("train", "test"):
             _parquet(repo / lang / f"{split}-00000-of-00001.parquet", _mgsm_rows(lang, split), MGSM_SCHEMA)
@@ -370,6 +381,26 @@ def test_a_missing_split_is_one_line_naming_the_split_not_a_missing_language(glo
         with pytest.raises(DataError) as caught:
             hub_rows(str(repo), lang, split, task="t")
         assert str(caught.value) == f"t: the dataset {repo} ({lang}) has no split {split!r} (its splits: {have})"
+
+
+def test_a_gated_dataset_without_access_says_how_to_get_it(monkeypatch):
+    """FLORES+ is gated on the hub; datasets 5 raises DatasetNotFoundError with this text when
+    the terms are not accepted (no hub here, so the call is replaced by that error)."""
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    from xlt.eval.flores import read_sentences
+
+    def gated(path, *args, **kwargs):
+        raise DatasetNotFoundError(f"Dataset '{path}' is a gated dataset on the Hub. You must be authenticated "
+                                   "to access it.")
+
+    monkeypatch.setattr(datasets, "load_dataset", gated)
+    with pytest.raises(DataError) as caught:
+        read_sentences("hf:openlanguagedata/flores_plus", "eng_Latn")
+    assert str(caught.value) == ("flores: openlanguagedata/flores_plus is a gated dataset: accept its terms on its "
+                                 "hub page and log in (hf auth login, or HF_TOKEN), or give local JSON Lines or "
+                                 "parquet files in its schema")
 
 
 # --------------------------------------------------------------------------------------------

@@ -322,8 +322,8 @@ def hub_rows(dataset_id: str, config: str, split: str, *, task: str,
     language, as Belebele and SIB-200 name theirs). ``dataset_id`` is a hub id or a local
     directory laid out as a hub repository (README ``configs:`` over data files). A language the
     dataset lacks, a split it lacks, a repository that holds only a loading script (which
-    ``datasets`` 4 and later refuse to run) or a hub that cannot be reached is one
-    :class:`DataError` naming the task and the dataset."""
+    ``datasets`` 4 and later refuse to run), a gated dataset without access or a hub that cannot
+    be reached is one :class:`DataError` naming the task and the dataset."""
     import datasets
 
     source = f"{dataset_id} ({config}, {split})"
@@ -351,7 +351,8 @@ def _names(message: str, after: str, show: int = 8) -> str | None:
 def _hub_error(exc: Exception, dataset_id: str, config: str, split: str, task: str) -> DataError:
     """``load_dataset``'s error as one line. The kinds are told apart by datasets' own wording
     (5.x): ``BuilderConfig 'X' not found. Available: [...]``, ``Unknown split "X". Should be one
-    of [...]``, ``Dataset scripts are no longer supported, but found NAME.py``."""
+    of [...]``, ``Dataset scripts are no longer supported, but found NAME.py``, ``Dataset 'ID' is a
+    gated dataset on the Hub. ...``."""
     message = _reason(exc)
     lower = message.lower()
     if isinstance(exc, ValueError) and "config" in lower and "not found" in lower:
@@ -367,6 +368,9 @@ def _hub_error(exc: Exception, dataset_id: str, config: str, split: str, task: s
         return DataError(f"{task}: {dataset_id} holds a loading script ({script}), which the datasets library "
                          "no longer runs (since 4.0); give local JSON Lines or parquet files in the "
                          "dataset's schema, or hf:ID of a copy in parquet")
+    if "is a gated dataset" in str(exc).lower():  # FLORES+ is: its terms are accepted on its page
+        return DataError(f"{task}: {dataset_id} is a gated dataset: accept its terms on its hub page and log in "
+                         "(hf auth login, or HF_TOKEN), or give local JSON Lines or parquet files in its schema")
     if isinstance(exc, ValueError):
         return DataError(f"{task}: cannot load {dataset_id} ({config}, {split}): {message}")
     return DataError(f"{task}: cannot load {dataset_id} ({config}, {split}) ({type(exc).__name__}: {message}); "
