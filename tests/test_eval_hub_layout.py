@@ -133,9 +133,11 @@ def _sib_rows(lang: str, split: str) -> list[dict]:
 def sib200_repo(hub):
     """``Davlan/sib200`` in parquet: its loading script (``sib200.py``) gives one config per
     language with splits ``train``, ``validation`` and ``test`` and the columns ``index_id``
-    (int64), ``category``, ``text``, which the hub's parquet export keeps. No parquet layout of
-    the repository's main branch was found; this is the layout the hub's parquet conversion
-    writes (``{lang}/{split}-00000-of-00001.parquet`` with README configs)."""
+    (int64), ``category``, ``text``, which the hub's parquet export (branch
+    ``refs/convert/parquet``, ``{lang}/{split}/0000.parquet``) keeps. The main branch holds the
+    script (:func:`script_repos`), so it has no parquet layout of its own yet; this is the one
+    the hub's conversion writes (``{lang}/{split}-00000-of-00001.parquet`` with README configs),
+    as for MGSM."""
     repo = hub / "Davlan" / "sib200"
     _readme(repo, {lang: [(split, f"{lang}/{split}-*") for split in SIB_SPLITS] for lang in SIB_LANGS})
     for lang in SIB_LANGS:
@@ -256,8 +258,10 @@ def test_mgsm_reads_test_and_train_through_the_hub_path(mgsm_repo):
 @pytest.fixture(scope="module")
 def script_repos(hub):
     """Repositories that hold only a loading script, as ``juletxara/mgsm`` did (``mgsm.py``,
-    ``exemplars.py``, ``mgsm_{lang}.tsv``) and ``Davlan/sib200`` does in its last known
-    revision (``sib200.py``, ``data/{lang}/{train,dev,test}.tsv``)."""
+    ``exemplars.py``, ``mgsm_{lang}.tsv``) and ``Davlan/sib200`` does at its last revision known
+    here (February 2024: ``sib200.py`` beside its TSV files). The loader refuses a directory
+    ``NAME`` holding ``NAME.py`` before it reads anything else, so the data files here are only
+    stand-ins."""
     root = hub / "scripts"
     mgsm = root / "juletxara" / "mgsm"
     mgsm.mkdir(parents=True)
@@ -407,10 +411,10 @@ def test_a_gated_dataset_without_access_says_how_to_get_it(monkeypatch):
 # the command line
 
 
-def test_eval_suite_scores_hub_layout_directories(tiny_llama_dir, belebele_repo, sib200_repo, flores_repo, tmp_path,
-                                                  capsys):
-    """``xlt eval suite --data TASK=hf:DIR``: Belebele, SIB-200 and FLORES+ read through
-    ``load_dataset`` and scored, one part per (task, language)."""
+def test_eval_suite_scores_hub_layout_directories(tiny_llama_dir, belebele_repo, sib200_repo, flores_repo,
+                                                  global_mmlu_repo, mgsm_repo, tmp_path, capsys):
+    """``xlt eval suite --data TASK=hf:DIR``: Belebele, SIB-200, FLORES+, Global-MMLU and MGSM
+    read through ``load_dataset`` and scored, one part per (task, language)."""
     from xlt.cli import main
 
     out = tmp_path / "suite"
@@ -424,6 +428,17 @@ def test_eval_suite_scores_hub_layout_directories(tiny_llama_dir, belebele_repo,
         assert report["results"]["belebele"][lang]["n"] == len(_belebele_rows(lang))
         assert report["results"]["sib200"][lang]["n"] == len(SIB_SPLITS["test"])
     assert report["results"]["flores"]["eng_Latn-fra_Latn"]["n"] == len(_flores_rows("eng_Latn", "devtest"))
+    # Global-MMLU and MGSM (language codes en, de)
+    out = tmp_path / "suite-en-de"
+    assert main(["eval", "suite", "--model", str(tiny_llama_dir), "--tasks", "global_mmlu,mgsm", "--languages", "en,de",
+                 "--data", f"global_mmlu=hf:{global_mmlu_repo}", f"mgsm=hf:{mgsm_repo}", "--max-new-tokens", "4",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    for lang in ("en", "de"):
+        assert report["results"]["global_mmlu"][lang]["n"] == len(_mmlu_rows(lang, "test"))
+        assert report["results"]["mgsm"][lang]["n"] == len(_mgsm_rows(lang, "test"))
+        targets = [p["target"] for p in json.loads((out / "parts" / f"mgsm.{lang}.json").read_text())["predictions"]]
+        assert targets == [str(r["answer_number"]) for r in _mgsm_rows(lang, "test")]
     capsys.readouterr()
 
 
