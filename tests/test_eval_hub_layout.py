@@ -387,6 +387,17 @@ def test_a_missing_split_is_one_line_naming_the_split_not_a_missing_language(glo
         assert str(caught.value) == f"t: the dataset {repo} ({lang}) has no split {split!r} (its splits: {have})"
 
 
+def test_a_missing_directory_is_not_called_offline(hub):
+    from xlt.eval.readers import hub_rows
+
+    missing = hub / "nowhere" / "facebook" / "belebele"
+    with pytest.raises(DataError) as caught:
+        hub_rows(str(missing), "eng_Latn", "test", task="belebele")
+    assert str(caught.value) == (f"belebele: cannot load {missing} (eng_Latn, test) (FileNotFoundError: Couldn't "
+                                 f"find any data file at {missing}.); give a local JSON Lines or parquet file in "
+                                 "the same schema")
+
+
 def test_a_gated_dataset_without_access_says_how_to_get_it(monkeypatch):
     """FLORES+ is gated on the hub; datasets 5 raises DatasetNotFoundError with this text when
     the terms are not accepted (no hub here, so the call is replaced by that error)."""

@@ -373,8 +373,9 @@ def _hub_error(exc: Exception, dataset_id: str, config: str, split: str, task: s
                          "(hf auth login, or HF_TOKEN), or give local JSON Lines or parquet files in its schema")
     if isinstance(exc, ValueError):
         return DataError(f"{task}: cannot load {dataset_id} ({config}, {split}): {message}")
+    offline = "offline, " if isinstance(exc, ConnectionError) else ""  # not for a missing directory
     return DataError(f"{task}: cannot load {dataset_id} ({config}, {split}) ({type(exc).__name__}: {message}); "
-                     "offline, give a local JSON Lines or parquet file in the same schema")
+                     f"{offline}give a local JSON Lines or parquet file in the same schema")
 
 
 def _require_task(row: dict, names: tuple[str, ...], where: dict, task: str) -> None:
