@@ -86,6 +86,11 @@ def build_workspace(root: Path, model_dir: Path, m2m_dir: Path | None = None) ->
     put("bad_yaml", root / "bad.yaml")
     (root / "bad.json").write_text('{"qaa": "Source",', encoding="utf-8")
     put("bad_json", root / "bad.json")
+    script_dataset = root / "hub" / "mgsm"  # a hub repository that holds only its loading script
+    script_dataset.mkdir(parents=True, exist_ok=True)
+    (script_dataset / "mgsm.py").write_text("import datasets\n", encoding="utf-8")
+    (script_dataset / "mgsm_en.tsv").write_text("Two plus two?\t4\n", encoding="utf-8")
+    put("script_dataset", script_dataset)
 
     # adapters (LoRA, IA3, mismatched, pickle-only, broken config)
     base = str(model_dir)

@@ -143,6 +143,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("ppl-latin1", "eval ppl --model {model} --corpus {latin1_txt} --output {out}", ["latin1.txt", "utf-8"]),
     ("suite-task-without-data", "eval suite --model {model} --tasks xnli --languages en --out {out}",
      ["xnli", "--data"]),
+    ("suite-script-only-hub-dataset", "eval suite --model {model} --tasks mgsm --languages en "
+     "--data mgsm=hf:{script_dataset} --out {out}", ["mgsm", "mgsm.py", "loading script"]),
     ("compare-not-a-suite-run", "eval compare {missing} {model} --out {out}", ["does_not_exist", "results.json"]),
     ("lm-eval-missing-model", "eval lm-eval --model {missing} --tasks arc_easy --output {out}",
      ["does_not_exist"]),

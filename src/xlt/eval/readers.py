@@ -319,23 +319,63 @@ def dataset_rows(path: Path, *, cache_dir: str | None = None) -> list[tuple[dict
 def hub_rows(dataset_id: str, config: str, split: str, *, task: str,
              cache_dir: str | None = None) -> list[tuple[dict, dict]]:
     """``(where, row)`` of ``load_dataset(dataset_id, config, split=split)`` (``config`` is the
-    language, as Belebele and SIB-200 name theirs); a language the dataset lacks, or a hub that
-    cannot be reached, is one :class:`DataError` naming the task, dataset and language."""
+    language, as Belebele and SIB-200 name theirs). ``dataset_id`` is a hub id or a local
+    directory laid out as a hub repository (README ``configs:`` over data files). A language the
+    dataset lacks, a split it lacks, a repository that holds only a loading script (which
+    ``datasets`` 4 and later refuse to run), a gated dataset without access or a hub that cannot
+    be reached is one :class:`DataError` naming the task and the dataset."""
     import datasets
 
     source = f"{dataset_id} ({config}, {split})"
     with _quiet_datasets():
         try:
             table = datasets.load_dataset(dataset_id, config, split=split, cache_dir=cache_dir)
-        except ValueError as exc:
-            message = _reason(exc)
-            if config in message or "config" in message.lower():
-                raise DataError(f"{task}: the dataset {dataset_id} has no language {config!r} ({message})") from None
-            raise DataError(f"{task}: cannot load {source}: {message}") from None
-        except Exception as exc:  # offline, not found, connection errors: their types vary by version
-            raise DataError(f"{task}: cannot load {source} ({type(exc).__name__}: {_reason(exc)}); "
-                            "offline, give a local JSON Lines or parquet file in the same schema") from None
+        except Exception as exc:  # the types vary by version: ValueError, RuntimeError, ConnectionError...
+            raise _hub_error(exc, dataset_id, config, split, task) from None
     return [({"path": source, "item": k}, row) for k, row in enumerate(table, 1)]
+
+
+def _names(message: str, after: str, show: int = 8) -> str | None:
+    """The quoted names of the list that follows ``after`` in a ``datasets`` message, the first
+    ``show`` of them (``"eng_Latn, fra_Latn"``), or None when there is no such list."""
+    import re
+
+    found = re.search(re.escape(after) + r"\s*\[([^\]]*)\]", message)
+    if found is None:
+        return None
+    names = re.findall(r"'([^']*)'", found.group(1))
+    more = f", ... ({len(names)} in all)" if len(names) > show else ""
+    return ", ".join(names[:show]) + more
+
+
+def _hub_error(exc: Exception, dataset_id: str, config: str, split: str, task: str) -> DataError:
+    """``load_dataset``'s error as one line. The kinds are told apart by datasets' own wording
+    (5.x): ``BuilderConfig 'X' not found. Available: [...]``, ``Unknown split "X". Should be one
+    of [...]``, ``Dataset scripts are no longer supported, but found NAME.py``, ``Dataset 'ID' is a
+    gated dataset on the Hub. ...``."""
+    message = _reason(exc)
+    lower = message.lower()
+    if isinstance(exc, ValueError) and "config" in lower and "not found" in lower:
+        has = _names(message, "Available:")
+        return DataError(f"{task}: the dataset {dataset_id} has no language {config!r} "
+                         f"({f'it has {has}' if has is not None else message})")
+    if isinstance(exc, ValueError) and "unknown split" in lower:
+        has = _names(message, "Should be one of")
+        return DataError(f"{task}: the dataset {dataset_id} ({config}) has no split {split!r} "
+                         f"({f'its splits: {has}' if has is not None else message})")
+    if "scripts are no longer supported" in lower:
+        script = message.rsplit(" ", 1)[-1]
+        return DataError(f"{task}: {dataset_id} holds a loading script ({script}), which the datasets library "
+                         "no longer runs (since 4.0); give local JSON Lines or parquet files in the "
+                         "dataset's schema, or hf:ID of a copy in parquet")
+    if "is a gated dataset" in str(exc).lower():  # FLORES+ is: its terms are accepted on its page
+        return DataError(f"{task}: {dataset_id} is a gated dataset: accept its terms on its hub page and log in "
+                         "(hf auth login, or HF_TOKEN), or give local JSON Lines or parquet files in its schema")
+    if isinstance(exc, ValueError):
+        return DataError(f"{task}: cannot load {dataset_id} ({config}, {split}): {message}")
+    offline = "offline, " if isinstance(exc, ConnectionError) else ""  # not for a missing directory
+    return DataError(f"{task}: cannot load {dataset_id} ({config}, {split}) ({type(exc).__name__}: {message}); "
+                     f"{offline}give a local JSON Lines or parquet file in the same schema")
 
 
 def _require_task(row: dict, names: tuple[str, ...], where: dict, task: str) -> None:
