@@ -249,9 +249,9 @@ def test_shared_prefix_runs_a_context_once(llama, scoring):
         [s for s, _ in shared] if scoring == "lm-eval" else [s / math.log(2) for s, _ in shared], abs=1e-5)
 
 
-def test_shared_prefix_falls_back_without_an_attention_cache(llama, caplog):
+def test_shared_prefix_falls_back_without_an_attention_cache(llama, caplog, monkeypatch):
     """A model that returns no key/value cache (or recurrent state) is scored whole, correctly,
-    and the refusal is announced."""
+    and the refusal is announced, by the one-pass path and by the two-pass path alike."""
     import copy
     import logging
 
@@ -273,6 +273,22 @@ def test_shared_prefix_falls_back_without_an_attention_cache(llama, caplog):
     no_cache.register_forward_hook(drop_cache, with_kwargs=True)
     prepared = prepare_choice_items(_choice_items(5, seed=8), _choice_items(2, seed=3))
     one = score_items(model, tok, prepared, scoring="afp", batch_size=1)
+    # the one pass cannot see that the model holds attention state only: its rows are scored whole
+    fastpath.reset()
+    with caplog.at_level(logging.WARNING, logger="xlt"):
+        alone = score_items(no_cache, tok, prepared, scoring="afp", batch_size=4)
+    said = [r.getMessage() for r in caplog.records if "one-pass choices is off" in r.getMessage()]
+    assert len(said) == 1 and "no key/value cache" in said[0] and "scored whole" in said[0]
+    assert fastpath.ONE_PASS_CHOICES not in fastpath.counts()["taken"]
+    for a, b in zip(one, alone):
+        assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
+    # the two-pass path (the one pass refused) finds no cache after its prefix pass
+    from xlt.eval import scoring
+
+    caplog.clear()
+
+    monkeypatch.setattr(scoring, "_one_pass_refusal", lambda model, accepted: "refused here")
+    seen["tokens"] = 0
     fastpath.reset()
     with caplog.at_level(logging.WARNING, logger="xlt"):
         many = score_items(no_cache, tok, prepared, scoring="afp", batch_size=4)

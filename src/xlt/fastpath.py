@@ -1,7 +1,7 @@
 """Fast paths: which were taken, and one warning whenever one is refused.
 
 xlt picks a faster computation wherever it gives the same result: shared-prefix scoring in ICL
-evaluation and its shared-demonstration cache (one key/value cache of the demonstrations for
+evaluation (an item's context and choices in one pass where the model takes a 4-D mask) and its shared-demonstration cache (one key/value cache of the demonstrations for
 every item of a task and language, ``xlt.eval.scoring.SHARED_DEMONSTRATIONS``), early exit in :func:`xlt.align.layers.layer_states`, batched language routing in
 LSLo layers, factor-space adapter merges. When a fast path cannot be taken (a model without a
 usable key/value cache, an engine that must see the whole forward...), the code takes the plain

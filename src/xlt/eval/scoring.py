@@ -23,8 +23,11 @@ gives the one-at-a-time result (to float rounding) without position ids. Sequenc
 length so a batch wastes little padding.
 
 Shared prefixes. The choices of one item share their context (demonstrations included), so
-the batched scorer runs each shared prefix once and its choices' continuations against the
-prefix's key/value cache: the prefixes right-padded without a mask (as above), then the
+the batched scorer computes each shared prefix once. With a model that takes position ids and
+a custom 4-D attention mask (:func:`_one_pass_refusal`), an item is one row: the prefix, then
+each choice's remaining tokens, a mask that lets each choice see the prefix and itself, and
+positions that restart after the prefix for each choice (one forward, little padding).
+Otherwise two passes: the prefixes right-padded without a mask (as above), then the
 continuations with an attention mask that hides each prefix's padding and position ids that
 continue it. Fewer tokens go through the model (a 5-shot prompt shared by three choices is
 computed once instead of three times) and the scores are the one-at-a-time scores to float
@@ -261,7 +264,7 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
             if kind == "plain":
                 _score_plain(model, requests, chunk, results, pad_token_id, max_length)
             elif kind == "one-pass":
-                _score_one_pass(model, requests, chunk, results, pad_token_id)
+                _score_one_pass(model, requests, chunk, results, pad_token_id, batch_size)
             elif kind == "shared":
                 _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted)
             elif not _score_run(model, requests, chunk, results, pad_token_id, batch_size, accepted,
@@ -273,7 +276,7 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
                     _score_plain(model, requests, batch, results, pad_token_id, max_length)
                 if one_pass:
                     for batch in _one_pass_batches(requests, run_groups, batch_size):
-                        _score_one_pass(model, requests, batch, results, pad_token_id)
+                        _score_one_pass(model, requests, batch, results, pad_token_id, batch_size)
                 else:
                     for part in _group_chunks(run_groups, batch_size):
                         _score_shared(model, requests, part, results, pad_token_id, batch_size, accepted)
@@ -657,7 +660,8 @@ def _one_pass_batches(requests, groups, batch_size):
 _SCORED_ROWS_PER_CHUNK = 512
 
 
-def _score_one_pass(model, requests, batch, results, pad_token_id, base=None, accepted=()) -> None:
+def _score_one_pass(model, requests, batch, results, pad_token_id, batch_size, base=None,
+                    accepted=()) -> None:
     """A batch of prefix groups, one row each: the group's prefix (positions 0..L-1), then each
     member's tokens after it (positions L, L+1, ...), right-padded. A 4-D additive mask lets each
     member's tokens see the prefix and their own earlier tokens only, so every token is
@@ -665,7 +669,9 @@ def _score_one_pass(model, requests, batch, results, pad_token_id, base=None, ac
     Token t of a member is predicted at the prefix position t - 1 (t < L), at the prefix's last
     position (t = L, every member), or at its own position in the row. With ``base`` (a
     :class:`_Base`), rows continue the base's cache (expanded over the batch) and every position
-    is offset by it."""
+    is offset by it. A model whose returned cache holds more than attention keys and values
+    (recurrent state would carry one choice into the next) has the batch's requests scored
+    whole, announced once."""
     import torch
 
     device = next(model.parameters()).device
@@ -708,11 +714,27 @@ def _score_one_pass(model, requests, batch, results, pad_token_id, base=None, ac
     if offset:  # every token sees the whole base
         allowed = torch.cat([torch.ones((len(rows), width, offset), dtype=torch.bool), allowed], -1)
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-    kwargs = {"use_cache": False} if base is None else base.kwargs(len(rows), width, accepted)
+    # the cache is asked for to see that it holds attention keys and values only: recurrent or
+    # linear-attention state runs along the row, across the choices, whatever the mask says
+    kwargs = {"use_cache": True} if base is None else base.kwargs(len(rows), width, accepted)
     kwargs["attention_mask"] = mask.to(device)
     kwargs["position_ids"] = (position_ids + offset).to(device)
-    logits = model(input_ids=input_ids.to(device), **kwargs).logits
+    out = model(input_ids=input_ids.to(device), **kwargs)
     del kwargs
+    logits, cache = out.logits, output_cache(out)
+    del out
+    if not _attention_only(cache):
+        what = ("no key/value cache" if cache is None
+                else f"a {type(cache).__name__} that holds more than attention keys and values")
+        fastpath.refuse(fastpath.ONE_PASS_CHOICES, f"{type(model).__name__} returned {what}",
+                        "these requests are scored whole")
+        del logits, cache
+        everyone = [i for _, group in batch for i in group]
+        for lo in range(0, len(everyone), batch_size):
+            _score_plain(model, requests, everyone[lo:lo + batch_size], results, pad_token_id, None,
+                         base, accepted)
+        return
+    del cache
     fastpath.taken(fastpath.SHARED_PREFIX)
     fastpath.taken(fastpath.ONE_PASS_CHOICES)
     totals = torch.zeros(len(members_in_order), dtype=torch.float64)
@@ -797,7 +819,7 @@ def _score_run(model, requests, run, results, pad_token_id, batch_size, accepted
         _score_plain(model, suffixes, batch, scores, pad_token_id, None, base, accepted)
     if one_pass:
         for batch in _one_pass_batches(suffixes, groups, batch_size):
-            _score_one_pass(model, suffixes, batch, scores, pad_token_id, base, accepted)
+            _score_one_pass(model, suffixes, batch, scores, pad_token_id, batch_size, base, accepted)
     else:
         for chunk in _group_chunks(groups, batch_size):
             _score_shared(model, suffixes, chunk, scores, pad_token_id, batch_size, accepted, base)
