@@ -38,7 +38,7 @@ def prompts_for(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-lm-eval", action="store_true", help="leave lm-evaluation-harness out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generation.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import logging
 
@@ -122,6 +122,7 @@ def main() -> None:
             f"{torch.get_num_threads()} threads; completions equal to one-at-a-time: {agree:.0%}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 if __name__ == "__main__":

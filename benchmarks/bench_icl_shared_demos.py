@@ -74,7 +74,7 @@ def predictions(scores, widths):
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--shots", default="0,5", help="comma-separated demonstration counts")
@@ -88,7 +88,7 @@ def main() -> None:
                         help="torch CPU threads for both scorers (default: torch's own, one per core)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "icl_shared_demos.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import logging
 
@@ -153,6 +153,7 @@ def main() -> None:
             assert same, f"{task} {shots}-shot: predictions differ from the harness's"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 if __name__ == "__main__":
