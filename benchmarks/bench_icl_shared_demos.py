@@ -65,6 +65,15 @@ def requests_for(task: str, items: int, shots: int, seed: int = 0):
     return pairs, [len(choices) for _, choices, _ in docs]
 
 
+def token_bound(encoded) -> tuple[int, int]:
+    """``(tokens fed scoring each request whole, distinct tokens)``: a token is distinct per
+    distinct prefix of ids ending in it; an exact scorer runs each at least once, so the ratio
+    bounds what sharing alone can save (at equal cost per token)."""
+    fed = sum(len(e.input_ids) - 1 for e in encoded)
+    distinct = {e.input_ids[:k] for e in encoded for k in range(1, len(e.input_ids))}
+    return fed, len(distinct)
+
+
 def predictions(scores, widths):
     out, cursor = [], 0
     for width in widths:
@@ -143,10 +152,12 @@ def main(argv: list[str] | None = None) -> dict:
             med = {name: statistics.median(t) for name, t in times.items()}
             ratio = med["lm_eval"] / med["xlt"]
             runs = fastpath.counts()["taken"].get(SHARED_DEMONSTRATIONS, 0)
+            fed, distinct = token_bound(encode_requests(tokenizer, pairs, "lm-eval"))
             summary["cases"][f"{task}/{shots}-shot"] = {
                 "requests": len(pairs), "xlt_s": round(med["xlt"], 4), "lm_eval_s": round(med["lm_eval"], 4),
                 "speedup": round(ratio, 2), "max_abs_diff": worst, "same_predictions": same,
-                "shared_demonstration_runs": runs, "times": times}
+                "shared_demonstration_runs": runs, "tokens_fed_whole": fed, "distinct_tokens": distinct,
+                "times": times}
             print(f"{task} {shots}-shot: xlt {med['xlt']:.3f} s, lm-eval {med['lm_eval']:.3f} s, "
                   f"{ratio:.2f}x; {len(pairs)} requests, batch {args.batch_size}, "
                   f"{torch.get_num_threads()} threads, max |diff| {worst:.1e}, same predictions: {same}")
