@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--max-positions", type=int, default=1024)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--intermediate", type=int, default=None, help="FFN width (default: 2 x hidden)")
+    parser.add_argument("--vocab", type=int, default=None,
+                        help="the model's vocabulary (default: the tokenizer's 512); a larger one costs what a "
+                             "real vocabulary costs in the head and its softmax, its extra ids never occur")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for both scorers (default: torch's own, one per core)")
     parser.add_argument("--device", default="cpu")
@@ -114,8 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = train_bpe_tokenizer()
+    extra = {"vocab_size": args.vocab} if args.vocab else {}
     model = tiny_model("llama", tokenizer, hidden_size=args.hidden, num_layers=args.layers,
-                       num_heads=4, max_positions=args.max_positions).to(args.device).eval()
+                       num_heads=args.heads, intermediate_size=args.intermediate,
+                       max_positions=args.max_positions, **extra).to(args.device).eval()
     harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size,
                    max_length=args.max_positions, device=args.device)
     pad = tokenizer.pad_token_id
@@ -132,7 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
     scorers = (("xlt", run_xlt), ("lm_eval", run_harness))
     summary = {"device": args.device, "threads": torch.get_num_threads(), "items": args.items,
                "batch_size": args.batch_size, "repeats": args.repeats, "hidden": args.hidden,
-               "layers": args.layers, "lm_eval": lm_eval.__version__, "cases": {}}
+               "layers": args.layers, "heads": args.heads, "intermediate": model.config.intermediate_size,
+               "vocab": model.config.vocab_size, "parameters": sum(p.numel() for p in model.parameters()),
+               "lm_eval": lm_eval.__version__, "cases": {}}
     for task in args.tasks.split(","):
         for shots in (int(s) for s in args.shots.split(",")):
             pairs, widths = requests_for(task, args.items, shots)

@@ -274,7 +274,8 @@ def test_one_pass_feeds_every_context_token_once(bpe_tokenizer):
     """Items whose three choices share a long context (and begin with different words, so no two
     share more than the context): the one-pass rows hold each context once and each choice's
     own tokens once, so the real (non-padding) tokens fed equal the context plus the choices'
-    tokens, counted here from the ids."""
+    tokens, counted here from the ids; and the head computes logits only where a scored token is
+    predicted."""
     from xlt.formats import MultipleChoiceItem
     from xlt.testing import tiny_model
 
@@ -288,10 +289,16 @@ def test_one_pass_feeds_every_context_token_once(bpe_tokenizer):
     requests = encode_requests(bpe_tokenizer, pairs, "lm-eval")
     model = tiny_model("llama", bpe_tokenizer, seed=5).eval()
     reference = [_reference(model, r) for r in requests]
-    fed = []
+    fed, head = [], []
     model.register_forward_pre_hook(lambda m, a, k: fed.append(k["input_ids"].clone()), with_kwargs=True)
+    model.lm_head.register_forward_pre_hook(lambda m, a: head.append(a[0].shape[-2]))
     fastpath.reset()
     _check(score_encoded(model, requests, batch_size=3, pad_token_id=bpe_tokenizer.pad_token_id), reference)
+    # the head runs only where a scored token is predicted: the context's last position (every
+    # choice's first token) and each choice's positions but its last
+    assert all(r.start == min(q.shared for q in requests[k - k % 3:k - k % 3 + 3]) for k, r in enumerate(requests))
+    assert sum(head) == sum(1 + sum(len(r.input_ids) - r.start - 1 for r in requests[k:k + 3])
+                            for k in range(0, len(requests), 3))
     assert fastpath.counts()["taken"].get(fastpath.ONE_PASS_CHOICES) == 4  # one row per item, 3 requests a batch
     real = sum(int((ids != bpe_tokenizer.pad_token_id).sum()) for ids in fed)
     expected = 0

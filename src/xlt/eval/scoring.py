@@ -264,7 +264,7 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
             if kind == "plain":
                 _score_plain(model, requests, chunk, results, pad_token_id, max_length)
             elif kind == "one-pass":
-                _score_one_pass(model, requests, chunk, results, pad_token_id, batch_size)
+                _score_one_pass(model, requests, chunk, results, pad_token_id, batch_size, None, accepted)
             elif kind == "shared":
                 _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted)
             elif not _score_run(model, requests, chunk, results, pad_token_id, batch_size, accepted,
@@ -276,7 +276,7 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
                     _score_plain(model, requests, batch, results, pad_token_id, max_length)
                 if one_pass:
                     for batch in _one_pass_batches(requests, run_groups, batch_size):
-                        _score_one_pass(model, requests, batch, results, pad_token_id, batch_size)
+                        _score_one_pass(model, requests, batch, results, pad_token_id, batch_size, None, accepted)
                 else:
                     for part in _group_chunks(run_groups, batch_size):
                         _score_shared(model, requests, part, results, pad_token_id, batch_size, accepted)
@@ -719,6 +719,13 @@ def _score_one_pass(model, requests, batch, results, pad_token_id, batch_size, b
     kwargs = {"use_cache": True} if base is None else base.kwargs(len(rows), width, accepted)
     kwargs["attention_mask"] = mask.to(device)
     kwargs["position_ids"] = (position_ids + offset).to(device)
+    # only the columns some member scores need logits (under lm-eval, not the context's
+    # earlier positions): the head and its softmax are a large share of a big vocabulary's cost
+    needed = sorted(set(scored_cols))
+    if len(needed) < width and "logits_to_keep" in accepted:
+        kwargs["logits_to_keep"] = torch.tensor(needed, device=device) if needed else 1
+        kept = {c: k for k, c in enumerate(needed)}
+        scored_cols = [kept[c] for c in scored_cols]
     out = model(input_ids=input_ids.to(device), **kwargs)
     del kwargs
     logits, cache = out.logits, output_cache(out)
