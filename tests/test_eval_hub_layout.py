@@ -53,6 +53,17 @@ def _parquet(path: Path, rows: list[dict], schema: pa.Schema) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
+def _parquet_configs(repo: Path, langs, splits, rows, schema: pa.Schema, declare: bool = True) -> None:
+    """The layout of a repository in parquet, one config per language: README ``configs:`` with
+    ``{lang}/{split}-*`` globs (declaring ``schema`` when ``declare``) over
+    ``{lang}/{split}-00000-of-00001.parquet`` holding ``rows(lang, split)``."""
+    _readme(repo, {lang: [(split, f"{lang}/{split}-*") for split in splits] for lang in langs},
+            schema if declare else None)
+    for lang in langs:
+        for split in splits:
+            _parquet(repo / lang / f"{split}-00000-of-00001.parquet", rows(lang, split), schema)
+
+
 def _jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
@@ -139,10 +150,7 @@ def sib200_repo(hub):
     the hub's conversion writes (``{lang}/{split}-00000-of-00001.parquet`` with README configs),
     as for MGSM."""
     repo = hub / "Davlan" / "sib200"
-    _readme(repo, {lang: [(split, f"{lang}/{split}-*") for split in SIB_SPLITS] for lang in SIB_LANGS})
-    for lang in SIB_LANGS:
-        for split in SIB_SPLITS:
-            _parquet(repo / lang / f"{split}-00000-of-00001.parquet", _sib_rows(lang, split), SIB_SCHEMA)
+    _parquet_configs(repo, SIB_LANGS, list(SIB_SPLITS), _sib_rows, SIB_SCHEMA, declare=False)
     return repo
 
 
@@ -187,10 +195,7 @@ def global_mmlu_repo(hub):
     ``{lang}/test-00000-of-00001.parquet``), the 17 columns its ``dataset_info`` declares
     (strings, ``is_annotated`` a bool)."""
     repo = hub / "CohereLabs" / "Global-MMLU"
-    _readme(repo, {lang: [("test", f"{lang}/test-*"), ("dev", f"{lang}/dev-*")] for lang in MMLU_LANGS}, MMLU_SCHEMA)
-    for lang in MMLU_LANGS:
-        for split in ("test", "dev"):
-            _parquet(repo / lang / f"{split}-00000-of-00001.parquet", _mmlu_rows(lang, split), MMLU_SCHEMA)
+    _parquet_configs(repo, MMLU_LANGS, ("test", "dev"), _mmlu_rows, MMLU_SCHEMA)
     return repo
 
 
@@ -235,11 +240,7 @@ def mgsm_repo(hub):
     were not found; this is the layout the hub's conversion writes
     (``{lang}/{split}-00000-of-00001.parquet`` with README configs)."""
     repo = hub / "juletxara" / "mgsm"
-    _readme(repo, {lang: [("train", f"{lang}/train-*"), ("test", f"{lang}/test-*")] for lang in MGSM_LANGS},
-            MGSM_SCHEMA)
-    for lang in MGSM_LANGS:
-        for split in ("train", "test"):
-            _parquet(repo / lang / f"{split}-00000-of-00001.parquet", _mgsm_rows(lang, split), MGSM_SCHEMA)
+    _parquet_configs(repo, MGSM_LANGS, ("train", "test"), _mgsm_rows, MGSM_SCHEMA)
     return repo
 
 

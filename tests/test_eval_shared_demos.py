@@ -308,3 +308,32 @@ def test_one_pass_feeds_every_context_token_once(bpe_tokenizer):
         expected += shared + sum(len(r.input_ids) - shared for r in group)
     assert real == expected
     assert real < sum(len(r.input_ids) for r in requests) - 2 * 4 * 20  # the context, not thrice
+
+
+def test_one_pass_refusal_names_each_reason(bpe_tokenizer, monkeypatch):
+    """The one pass is refused, with its reason, for an attention implementation other than sdpa
+    and eager, for modelling code that does not build its mask with transformers' masking
+    utilities (which pass a 4-D mask through), and for ALiBi position biases."""
+    import sys
+    import types
+
+    from transformers.masking_utils import create_causal_mask
+
+    from xlt.eval.scoring import _forward_kwargs, _one_pass_refusal
+    from xlt.testing import tiny_model
+
+    model = tiny_model("llama", bpe_tokenizer, seed=6).eval()
+    accepted = _forward_kwargs(model)
+    assert _one_pass_refusal(model, accepted) is None
+    assert "position_ids" in _one_pass_refusal(model, accepted - {"position_ids"})
+    modelling = types.ModuleType("elsewhere_modeling")
+    monkeypatch.setitem(sys.modules, "elsewhere_modeling", modelling)
+    model.__class__ = type("ElsewhereForCausalLM", (type(model),), {"__module__": "elsewhere_modeling"})
+    assert "masking utilities" in _one_pass_refusal(model, accepted)
+    modelling.create_causal_mask = create_causal_mask
+    assert _one_pass_refusal(model, accepted) is None
+    modelling.build_alibi_tensor = lambda *args: None
+    assert "ALiBi" in _one_pass_refusal(model, accepted)
+    del modelling.build_alibi_tensor
+    model.config = types.SimpleNamespace(_attn_implementation="flash_attention_2")
+    assert "'flash_attention_2' attention implementation" in _one_pass_refusal(model, accepted)

@@ -274,13 +274,19 @@ def score_encoded(model, requests: Sequence[EncodedRequest], *, batch_size: int 
                                                          indices=chunk[1])
                 for batch in _plain_batches(requests, run_singles, batch_size):
                     _score_plain(model, requests, batch, results, pad_token_id, max_length)
-                if one_pass:
-                    for batch in _one_pass_batches(requests, run_groups, batch_size):
-                        _score_one_pass(model, requests, batch, results, pad_token_id, batch_size, None, accepted)
-                else:
-                    for part in _group_chunks(run_groups, batch_size):
-                        _score_shared(model, requests, part, results, pad_token_id, batch_size, accepted)
+                _score_groups(model, requests, run_groups, results, pad_token_id, batch_size, accepted, one_pass)
     return results  # type: ignore[return-value]
+
+
+def _score_groups(model, requests, groups, results, pad_token_id, batch_size, accepted, one_pass,
+                  base=None) -> None:
+    """Prefix groups in one pass per row (``one_pass``) or in two passes, continuing ``base``."""
+    if one_pass:
+        for batch in _one_pass_batches(requests, groups, batch_size):
+            _score_one_pass(model, requests, batch, results, pad_token_id, batch_size, base, accepted)
+    else:
+        for chunk in _group_chunks(groups, batch_size):
+            _score_shared(model, requests, chunk, results, pad_token_id, batch_size, accepted, base)
 
 
 def cache_argument(accepted: set[str]) -> str | None:
@@ -824,12 +830,7 @@ def _score_run(model, requests, run, results, pad_token_id, batch_size, accepted
     groups, singles = _prefix_groups(suffixes, batch_size, None)
     for batch in _plain_batches(suffixes, singles, batch_size):
         _score_plain(model, suffixes, batch, scores, pad_token_id, None, base, accepted)
-    if one_pass:
-        for batch in _one_pass_batches(suffixes, groups, batch_size):
-            _score_one_pass(model, suffixes, batch, scores, pad_token_id, batch_size, base, accepted)
-    else:
-        for chunk in _group_chunks(groups, batch_size):
-            _score_shared(model, suffixes, chunk, scores, pad_token_id, batch_size, accepted, base)
+    _score_groups(model, suffixes, groups, scores, pad_token_id, batch_size, accepted, one_pass, base)
     for k, i in enumerate(members):
         total, all_greedy = scores[k]
         if starts[k] <= length:
